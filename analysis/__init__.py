@@ -1,0 +1,1 @@
+"""Timing statistics over the trace store (pandas lives here, not in replay/)."""

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from typer.testing import CliRunner
+
+from replay.cli import app
+
+runner = CliRunner()
+
+
+def test_traces_json_lists_the_nine_scenarios(traces_dir: Path) -> None:
+    result = runner.invoke(app, ["traces", "--traces-dir", str(traces_dir), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = orjson.loads(result.stdout)
+    assert len(rows) == 9
+    assert {"name", "scenario", "events", "documents", "duration_s", "origin"} <= set(rows[0])
+    lm = next(r for r in rows if r["name"] == "live-migration")
+    assert (lm["scenario"], lm["events"], lm["documents"], lm["origin"]) == (
+        "live-migration",
+        1,
+        4,
+        "reference",
+    )
+
+
+def test_traces_reads_the_environment_variable(traces_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (traces_dir / "scenario=terminate" / "terminate.parquet").unlink()
+    monkeypatch.setenv("IMDS_REPLAY_TRACES", str(traces_dir))
+    rows = orjson.loads(runner.invoke(app, ["traces", "--format", "json"]).stdout)
+    assert len(rows) == 8
+
+
+def test_traces_table_warns_about_bad_files(traces_dir: Path) -> None:
+    (traces_dir / "scenario=terminate" / "broken.parquet").write_bytes(b"PAR1garbage")
+    result = runner.invoke(app, ["traces", "--traces-dir", str(traces_dir)])
+    assert result.exit_code == 0
+    assert "broken.parquet" in result.stderr
+    assert "9 traces" in result.stdout
+
+
+def test_show_prints_the_timeline(traces_dir: Path) -> None:
+    result = runner.invoke(app, ["show", "user-reboot", "--traces-dir", str(traces_dir), "--format", "json"])
+    assert result.exit_code == 0
+    shown = orjson.loads(result.stdout)
+    statuses = [[e["EventStatus"] for e in d["document"]["Events"]] for d in shown["documents"]]
+    assert statuses == [[], ["Scheduled"], ["Started"], []]
+
+
+def test_show_accepts_a_path(traces_dir: Path) -> None:
+    path = traces_dir / "scenario=terminate" / "terminate.parquet"
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 0
+    assert "Terminate" in result.stdout
+
+
+def test_unknown_trace_suggests_names_and_exits_2(traces_dir: Path) -> None:
+    result = runner.invoke(app, ["show", "live-migraton", "--traces-dir", str(traces_dir)])
+    assert result.exit_code == 2
+    assert "did you mean 'live-migration'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_help_does_not_import_pandas_or_pyarrow() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from replay.cli import app;"
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        assert "Example: imds-replay" in (command.help or ""), name
