@@ -175,6 +175,105 @@ def show(
         out.print(f"approved at {a.offset_s:g} s: {', '.join(a.event_ids)}", highlight=False)
 
 
+class StartMode(StrEnum):
+    first_request = "first-request"
+    now = "now"
+
+
+@app.command()
+@user_errors
+def serve(
+    trace: Annotated[
+        str | None, typer.Option("--trace", help="Trace name or .parquet path; idle without")
+    ] = None,
+    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
+    resources: Annotated[
+        str | None, typer.Option(help="Comma-separated VM names to put in every event")
+    ] = None,
+    start: Annotated[
+        StartMode, typer.Option(help="Start the replay clock at the first IMDS request, or now")
+    ] = StartMode.first_request,
+    approval_delay: Annotated[
+        float, typer.Option(help="Trace seconds between an approval and the event's start")
+    ] = 0.0,
+    recorded_approvals: Annotated[
+        bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    traces_dir: TracesDir = None,
+) -> None:
+    """Serve IMDS Scheduled Events from a trace, on 127.0.0.1:8080 by default.
+
+    Example: imds-replay serve --trace live-migration --speed dev
+    """
+    import logging
+
+    from aiohttp import web
+
+    from replay.clock import SystemClock
+    from replay.registry import DEFAULT, SessionRegistry, parse_speed
+    from replay.server import make_app
+    from replay.session import SessionOptions, Start
+    from replay.store import load_trace
+
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
+    clock = SystemClock()
+    directory = resolve_dir(traces_dir)
+    registry = SessionRegistry(directory, clock)
+    factor = parse_speed(speed)
+    names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
+    if trace is not None:
+        t = load_trace(directory, trace)
+        registry.add_trace(t)
+        options = SessionOptions(
+            speed=factor,
+            loop=loop,
+            resources=names,
+            start=Start(start.value),
+            approval_delay_s=approval_delay,
+            recorded_approvals=recorded_approvals,
+        )
+        registry.create(DEFAULT, t, options)
+        wall = t.duration_s / factor
+        err.print(
+            f"replaying {t.name} ({t.scenario}, {t.origin}) at {factor:g}x: "
+            f"{t.duration_s:g} s of trace take {wall:.3g} s"
+            + (", looping" if loop else "")
+            + (
+                "; the clock starts at the first request"
+                if start is StartMode.first_request
+                else ""
+            ),
+            highlight=False,
+        )
+        for lc in t.lifecycles.values():
+            if lc.not_before_s is not None and lc.scheduled_s is not None:
+                notice = (lc.not_before_s - lc.scheduled_s) / factor
+                if notice < 1:
+                    err.print(
+                        f"warning: {lc.event_id} gets {notice:.2f} s of notice at {factor:g}x "
+                        "(NotBefore has whole seconds; slow down to see it)",
+                        highlight=False,
+                    )
+    else:
+        err.print("idle: start a session with POST /replay/sessions", highlight=False)
+    err.print(
+        f"IMDS at http://{host}:{port}/metadata/scheduledevents?api-version=2020-07-01 "
+        f"(control API: http://{host}:{port}/replay/)",
+        highlight=False,
+    )
+    web.run_app(
+        make_app(registry, clock=clock),
+        host=host,
+        port=port,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access") if log_level == "debug" else None,
+    )
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

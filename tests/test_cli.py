@@ -43,7 +43,9 @@ def test_traces_table_warns_about_bad_files(traces_dir: Path) -> None:
 
 
 def test_show_prints_the_timeline(traces_dir: Path) -> None:
-    result = runner.invoke(app, ["show", "user-reboot", "--traces-dir", str(traces_dir), "--format", "json"])
+    result = runner.invoke(
+        app, ["show", "user-reboot", "--traces-dir", str(traces_dir), "--format", "json"]
+    )
     assert result.exit_code == 0
     shown = orjson.loads(result.stdout)
     statuses = [[e["EventStatus"] for e in d["document"]["Events"]] for d in shown["documents"]]

@@ -42,8 +42,14 @@ def test_shipped_trace_is_what_the_generator_makes(path: Path) -> None:
 def test_reference_trace_phases_equal_the_table(name: str) -> None:
     row = reference_table()[name]
     (lc,) = reference_trace(name).lifecycles.values()
-    notice = None if lc.not_before_s is None or lc.scheduled_s is None else lc.not_before_s - lc.scheduled_s
-    scheduled = None if lc.started_s is None or lc.scheduled_s is None else lc.started_s - lc.scheduled_s
+    notice = (
+        None
+        if lc.not_before_s is None or lc.scheduled_s is None
+        else lc.not_before_s - lc.scheduled_s
+    )
+    scheduled = (
+        None if lc.started_s is None or lc.scheduled_s is None else lc.started_s - lc.scheduled_s
+    )
     started = None if lc.started_s is None or lc.gone_s is None else lc.gone_s - lc.started_s
     assert (notice, scheduled, started) == (row.notice_s, row.scheduled_s, row.started_s)
     assert lc.gone_s is not None

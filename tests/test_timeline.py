@@ -18,7 +18,9 @@ def test_rfc1123_round_trip_matches_imds_shape() -> None:
     ("offset_s", "incarnation"),
     [(-5, 1), (0, 1), (9.999, 1), (10, 2), (609.9, 2), (610, 3), (700, 4), (10_000, 4)],
 )
-def test_document_at_returns_the_document_current_at_an_offset(offset_s: float, incarnation: int) -> None:
+def test_document_at_returns_the_document_current_at_an_offset(
+    offset_s: float, incarnation: int
+) -> None:
     assert simple_trace().document_at(offset_s)["DocumentIncarnation"] == incarnation
 
 

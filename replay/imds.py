@@ -1,0 +1,153 @@
+"""The IMDS wire format: api-versions, rendering a document for a client, error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from replay.schedule import Transition
+from replay.timeline import format_rfc1123
+
+# Oldest first. Each version shows the fields (and event types) it knew.
+VERSIONS = (
+    "2017-03-01",
+    "2017-08-01",
+    "2017-11-01",
+    "2019-01-01",
+    "2019-04-01",
+    "2019-08-01",
+    "2020-07-01",
+)
+NEWEST_VERSIONS = ["2020-07-01", "2019-08-01", "2019-04-01"]
+BASE_FIELDS = ("EventId", "EventStatus", "EventType", "ResourceType", "Resources", "NotBefore")
+ADDED_FIELDS = {
+    "2019-04-01": "Description",
+    "2019-08-01": "EventSource",
+    "2020-07-01": "DurationInSeconds",
+}
+ADDED_TYPES = {"2017-11-01": "Preempt", "2019-01-01": "Terminate"}
+CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def fields_for(version: str) -> tuple[str, ...]:
+    """The event keys an api-version shows, in the service's order."""
+    added = [field for since, field in ADDED_FIELDS.items() if version >= since]
+    return (*BASE_FIELDS, *added)
+
+
+def hidden_types_for(version: str) -> frozenset[str]:
+    """Event types an api-version did not know yet (not shown to its clients)."""
+    return frozenset(t for since, t in ADDED_TYPES.items() if version < since)
+
+
+def error_body(message: str, *, versions: bool = False) -> bytes:
+    """IMDS's error shape: {"error": ...} and, for version problems, "newest-versions"."""
+    body: dict[str, Any] = {"error": message}
+    if versions:
+        body["newest-versions"] = NEWEST_VERSIONS
+    return orjson.dumps(body)
+
+
+ERR_METADATA = "Bad request. Required metadata header not specified"
+ERR_NO_VERSION = (
+    "Bad request. api-version was not specified in the request. "
+    "For more information refer to aka.ms/azureimds"
+)
+ERR_BAD_VERSION = (
+    "Bad request. api-version is invalid or was not specified in the request. "
+    "For more information refer to aka.ms/azureimds"
+)
+ERR_FORWARDED = "Bad request. Requests with the X-Forwarded-For header are not allowed"
+ERR_NOT_FOUND = "Not found"
+ERR_METHOD = "Method not allowed"
+ERR_BODY = "Bad request. The request body is not a valid StartRequests document"
+ERR_TOO_MANY = "Too many requests"
+
+
+class Rejection(NamedTuple):
+    """An IMDS error answer: status and body."""
+
+    status: int
+    body: bytes
+
+
+def check_request(
+    headers: Mapping[str, str], query: Mapping[str, str], versions: Sequence[str] = VERSIONS
+) -> str | Rejection:
+    """The api-version of a valid IMDS request (headers case-insensitive), or its 400 answer."""
+    if "X-Forwarded-For" in headers:
+        return Rejection(400, error_body(ERR_FORWARDED))
+    if headers.get("Metadata", "").lower() != "true":
+        return Rejection(400, error_body(ERR_METADATA))
+    version = query.get("api-version")
+    if not version:
+        return Rejection(400, error_body(ERR_NO_VERSION, versions=True))
+    if version not in versions:
+        return Rejection(400, error_body(ERR_BAD_VERSION, versions=True))
+    return version
+
+
+def parse_start_requests(body: bytes) -> list[str] | None:
+    """EventIds of a StartRequests body, or None when it is malformed."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("StartRequests"), list):
+        return None
+    ids = []
+    for item in doc["StartRequests"]:
+        if not isinstance(item, dict) or not isinstance(item.get("EventId"), str):
+            return None
+        ids.append(item["EventId"])
+    return ids
+
+
+def render(
+    transition: Transition,
+    version: str,
+    *,
+    event_id: Callable[[str], str],
+    wall_of: Callable[[float], datetime],
+    resources: Sequence[str] | None,
+) -> bytes:
+    """The document bytes a client of this api-version sees for a transition."""
+    fields = fields_for(version)
+    hidden = hidden_types_for(version)
+    events = []
+    for state in transition.events:
+        source = state.event
+        if source["EventType"] in hidden:
+            continue
+        shown = {key: source[key] for key in fields if key in source}
+        shown["EventId"] = event_id(state.event_id)
+        shown["EventStatus"] = state.status
+        if resources is not None:
+            shown["Resources"] = list(resources)
+        if state.status == "Started" or state.not_before_s is None:
+            shown["NotBefore"] = ""
+        else:
+            shown["NotBefore"] = format_rfc1123(wall_of(state.not_before_s))
+        events.append(shown)
+    return orjson.dumps({"DocumentIncarnation": transition.incarnation, "Events": events})
+
+
+def instance_document(name: str, *, location: str = "westeurope") -> bytes:
+    """A minimal /metadata/instance document: handlers read their VM name from compute.name."""
+    return orjson.dumps(
+        {
+            "compute": {
+                "azEnvironment": "AzurePublicCloud",
+                "location": location,
+                "name": name,
+                "osType": "Linux",
+                "resourceGroupName": "imds-replay",
+                "vmId": "00000000-0000-4000-8000-000000000000",
+                "vmSize": "Standard_D2s_v5",
+            },
+            "network": {"interface": []},
+        }
+    )

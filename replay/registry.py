@@ -1,0 +1,112 @@
+"""The sessions of one server, and the traces they play (loaded once, shared)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from replay.clock import Clock
+from replay.errors import ReplayError, SpeedError, TraceNotFoundError
+from replay.reference import dev_speed
+from replay.session import IDLE_TRACE, Session, SessionOptions
+from replay.timeline import Trace
+
+DEFAULT = "default"
+SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SPEED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(x|%)?\s*$", re.IGNORECASE)
+
+
+def parse_speed(text: str | float) -> float:
+    """A speed factor from `60`, `60x`, `dev` (the reference dev speed) or `200%` (= 2)."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+    elif isinstance(text, str) and text.strip().lower() == "dev":
+        value = dev_speed()
+    else:
+        match = SPEED_RE.match(text) if isinstance(text, str) else None
+        if not match:
+            raise SpeedError(
+                f"speed {text!r} is not understood; use a factor like 60 or 60x, 'dev' "
+                "(= 60), or a percentage like 200%"
+            )
+        value = float(match.group(1)) / (100 if match.group(2) == "%" else 1)
+    if not 0 < value <= 1_000_000:
+        raise SpeedError(f"speed {text!r} must be above 0 and at most 1000000x")
+    return value
+
+
+class SessionRegistry:
+    """Named sessions; `default` always exists (idle until given a trace)."""
+
+    def __init__(self, traces_dir: Path, clock: Clock, *, max_sessions: int = 100_000) -> None:
+        self.traces_dir = traces_dir
+        self.clock = clock
+        self.max_sessions = max_sessions
+        self._traces: dict[str, Trace] = {}
+        self.sessions: dict[str, Session] = {DEFAULT: Session(DEFAULT, IDLE_TRACE, clock)}
+
+    def add_trace(self, trace: Trace) -> None:
+        """Make a trace available by name (e.g. one read from a path on the command line)."""
+        self._traces[trace.name] = trace
+
+    def trace(self, name: str) -> Trace:
+        """A trace by name only: control clients never reach files outside the dataset."""
+        if name in self._traces:
+            return self._traces[name]
+        from replay.store import check_name, load_trace
+
+        try:
+            check_name(name)
+        except ReplayError:
+            raise TraceNotFoundError(name, self.trace_names()) from None
+        trace = load_trace(self.traces_dir, name)
+        self._traces[name] = trace
+        return trace
+
+    def trace_names(self) -> list[str]:
+        from replay.store import trace_files
+
+        return sorted({p.stem for p in trace_files(self.traces_dir)} | set(self._traces))
+
+    def get(self, name: str) -> Session | None:
+        return self.sessions.get(name)
+
+    def create(self, name: str, trace: Trace, options: SessionOptions) -> Session:
+        """Start a session; replacing a served one keeps DocumentIncarnation growing on its path."""
+        if not SESSION_NAME_RE.fullmatch(name):
+            raise ReplayError(
+                f"session name {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+            )
+        old = self.sessions.get(name)
+        if old is None and len(self.sessions) >= self.max_sessions:
+            raise ReplayError(f"too many sessions (limit {self.max_sessions}); delete some first")
+        if old is not None:
+            old.stop()
+            if options.first_incarnation is None and old.documents:
+                follow = old.current("2020-07-01").incarnation + 1
+                options = replace(options, first_incarnation=follow)
+        session = Session(name, trace, self.clock, options)
+        self.sessions[name] = session
+        session.start_ticker()
+        return session
+
+    def delete(self, name: str) -> bool:
+        """Remove a session; the default one goes back to idle instead. False if unknown."""
+        session = self.sessions.pop(name, None)
+        if session is None:
+            return False
+        session.stop()
+        if name == DEFAULT:
+            follow = session.current("2020-07-01").incarnation + 1
+            idle = SessionOptions(first_incarnation=follow)
+            self.sessions[DEFAULT] = Session(DEFAULT, IDLE_TRACE, self.clock, idle)
+        return True
+
+    def start_all(self) -> None:
+        for session in self.sessions.values():
+            session.start_ticker()
+
+    def stop_all(self) -> None:
+        for session in self.sessions.values():
+            session.stop()

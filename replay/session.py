@@ -1,0 +1,403 @@
+"""A replay session: a trace played at a speed through one anchor, with approvals and loops.
+
+Trace time maps to wall time through one anchor: `pos = anchor_pos + (now - anchor_mono) *
+speed`. Pause, resume, seek, speed changes and loops re-anchor; nothing accumulates sleeps.
+A polled document is computed from the anchor at request time; the only timer is the ticker,
+which wakes at each transition to log it and push it to subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from replay.clock import Clock
+from replay.errors import ReplayError
+from replay.imds import render
+from replay.reference import event_id_for
+from replay.schedule import Schedule, Transition, build_schedule
+from replay.timeline import Snapshot, Trace
+
+log = logging.getLogger("imds_replay")
+
+IDLE_TRACE = Trace(
+    name="(idle)",
+    scenario="idle",
+    snapshots=(Snapshot(0.0, {"DocumentIncarnation": 1, "Events": []}),),
+    origin="reference",
+)
+
+
+class Start(StrEnum):
+    first_request = "first-request"
+    """The replay clock starts at the first IMDS request, as the real service enables itself."""
+    now = "now"
+    virtual = "virtual"
+    """Trace time moves only when told to (seek, step, advance)."""
+
+
+class State(StrEnum):
+    waiting = "waiting"
+    running = "running"
+    paused = "paused"
+    virtual = "virtual"
+    finished = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A rendered answer: body bytes, its ETag and incarnation."""
+
+    body: bytes
+    etag: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """A transition as the ticker saw it: what became current, and how late the wake-up was."""
+
+    session: str
+    body: bytes
+    at: datetime
+    lateness_s: float
+
+
+@dataclass
+class SessionOptions:
+    speed: float = 1.0
+    loop: bool = False
+    resources: tuple[str, ...] | None = None
+    start: Start = Start.first_request
+    approval_delay_s: float = 0.0
+    """Trace seconds between an approval and the event's start."""
+    recorded_approvals: bool = False
+    """Play the approvals the capturing VM sent, instead of waiting for this client's."""
+    first_incarnation: int | None = None
+
+
+@dataclass
+class Approved:
+    event_id: str
+    round: int
+    offset_s: float
+
+
+@dataclass
+class Session:
+    """One trace replaying for one client (or many), independent of every other session."""
+
+    name: str
+    trace: Trace
+    clock: Clock
+    options: SessionOptions = field(default_factory=SessionOptions)
+
+    def __post_init__(self) -> None:
+        if self.options.speed <= 0:
+            raise ReplayError(f"speed must be positive, got {self.options.speed}")
+        self.speed = self.options.speed
+        self.duration_s = self.trace.duration_s
+        self.looping = self.options.loop and self.duration_s > 0
+        self._anchor_mono: float = self.clock.now()
+        self._anchor_wall: datetime = self.clock.wall()
+        self._anchor_pos = 0.0
+        self.state = State.waiting
+        self.approvals: list[Approved] = []
+        self._round_approvals: dict[int, list[tuple[float, str]]] = {}
+        self._schedules: dict[int, Schedule] = {}
+        self._served_ids: dict[str, tuple[int, str]] = {}
+        self._cache: dict[tuple[int, int, str], Served] = {}
+        self.documents: deque[bytes] = deque(maxlen=10_000)
+        self._last_served: tuple[int, int] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.subscribers: set[Callable[[Pushed], None]] = set()
+        self.transitions_seen = 0
+        if self.options.start is Start.now:
+            self._set_anchor(0.0, State.running)
+        elif self.options.start is Start.virtual:
+            self._set_anchor(0.0, State.virtual)
+
+    # -- time ------------------------------------------------------------------------------
+    def _set_anchor(self, pos: float, state: State) -> None:
+        self._anchor_mono = self.clock.now()
+        self._anchor_wall = self.clock.wall()
+        self._anchor_pos = pos
+        self.state = state
+        self._cache.clear()
+        self._reschedule()
+
+    def position(self, now: float | None = None) -> float:
+        """Trace seconds since the session's start, across loop rounds."""
+        if self.state is not State.running:
+            return self._anchor_pos
+        t = self.clock.now() if now is None else now
+        pos = self._anchor_pos + (t - self._anchor_mono) * self.speed
+        return pos if self.looping else min(pos, self.duration_s)
+
+    def split(self, pos: float) -> tuple[int, float]:
+        """(round, offset in the round) of a position."""
+        if not self.looping:
+            return 0, min(pos, self.duration_s)
+        rnd = int(pos // self.duration_s)
+        return rnd, pos - rnd * self.duration_s
+
+    def wall_of(self, pos: float) -> datetime:
+        """The wall time at which the replay reaches a position (trace seconds)."""
+        return self._anchor_wall + timedelta(seconds=(pos - self._anchor_pos) / self.speed)
+
+    def mono_of(self, pos: float) -> float:
+        """The monotonic instant at which a running replay reaches a position."""
+        return self._anchor_mono + (pos - self._anchor_pos) / self.speed
+
+    def touch(self) -> None:
+        """An IMDS request arrived: a session waiting for its first request starts now."""
+        if self.state is State.waiting:
+            self._set_anchor(0.0, State.running)
+
+    # -- control ---------------------------------------------------------------------------
+    def pause(self) -> None:
+        if self.state is State.running:
+            self._set_anchor(self.position(), State.paused)
+
+    def resume(self) -> None:
+        if self.state in (State.paused, State.virtual, State.waiting):
+            self._set_anchor(self._anchor_pos, State.running)
+
+    def set_speed(self, speed: float) -> None:
+        if speed <= 0:
+            raise ReplayError(f"speed must be positive, got {speed}")
+        pos = self.position()
+        self.speed = speed
+        self._set_anchor(pos, self.state)
+
+    def seek(self, offset_s: float) -> None:
+        """Move to an offset (trace seconds) of the current round."""
+        if not 0 <= offset_s <= self.duration_s:
+            raise ReplayError(
+                f"offset {offset_s:g} s is outside the trace (0 to {self.duration_s:g} s)"
+            )
+        rnd, _ = self.split(self.position())
+        pos = rnd * self.duration_s + offset_s
+        self._set_anchor(pos, State.running if self.state is State.waiting else self.state)
+
+    def next_transition(self) -> float | None:
+        """Position (trace seconds, across rounds) of the next change of document."""
+        pos = self.position()
+        rnd, off = self.split(pos)
+        nxt = self.schedule(rnd).next_offset_after(off)
+        if nxt is not None:
+            return rnd * self.duration_s + nxt
+        if self.looping:
+            following = self.schedule(rnd + 1)
+            later = following.next_offset_after(0.0)
+            return (rnd + 1) * self.duration_s + later if later is not None else None
+        return None
+
+    def step(self) -> float | None:
+        """Jump to the next transition; a waiting session becomes paused there."""
+        nxt = self.next_transition()
+        if nxt is None:
+            return None
+        state = State.paused if self.state is State.waiting else self.state
+        self._set_anchor(nxt, state)
+        return nxt
+
+    def advance(self, seconds: float | None = None) -> float:
+        """Move trace time forward by seconds, or to the next transition; return the position."""
+        if seconds is None:
+            return self.step() or self.position()
+        if seconds < 0:
+            raise ReplayError("advance takes a positive number of trace seconds")
+        pos = self.position() + seconds
+        if not self.looping:
+            pos = min(pos, self.duration_s)
+        self._set_anchor(pos, State.paused if self.state is State.waiting else self.state)
+        return pos
+
+    # -- schedule and rendering ------------------------------------------------------------
+    def schedule(self, rnd: int) -> Schedule:
+        """The transitions of one round, with this round's approvals applied."""
+        cached = self._schedules.get(rnd)
+        if cached is not None:
+            return cached
+        first = self.options.first_incarnation
+        if rnd > 0:
+            first = self.schedule(rnd - 1).transitions[-1].incarnation
+        approvals = list(self._round_approvals.get(rnd, ()))
+        if self.options.recorded_approvals:
+            approvals += [(a.offset_s, e) for a in self.trace.approvals for e in a.event_ids]
+        built = build_schedule(
+            self.trace, approvals, delay_s=self.options.approval_delay_s, first_incarnation=first
+        )
+        for old in [r for r in self._schedules if r < rnd - 1]:
+            del self._schedules[old]
+        self._schedules[rnd] = built
+        return built
+
+    def event_id(self, rnd: int, original: str) -> str:
+        """The EventId served in a round: the trace's own in round 0, fresh ones after."""
+        served = original if rnd == 0 else event_id_for(f"{self.trace.name}/round-{rnd}/{original}")
+        self._served_ids[served] = (rnd, original)
+        return served
+
+    def current(self, version: str) -> Served:
+        """The document a client of this api-version sees now (cached per state)."""
+        pos = self.position()
+        rnd, off = self.split(pos)
+        sched = self.schedule(rnd)
+        index = sched.index_at(off)
+        key = (rnd, index, version)
+        served = self._cache.get(key)
+        if served is None:
+            if self._cache and next(iter(self._cache))[0] != rnd:
+                self._cache.clear()
+            served = self._render(rnd, sched.transitions[index], version)
+            self._cache[key] = served
+        if self._last_served != (rnd, index):
+            self._last_served = (rnd, index)
+            self.documents.append(served.body)
+        return served
+
+    def _render(self, rnd: int, transition: Transition, version: str) -> Served:
+        base = rnd * self.duration_s
+        body = render(
+            transition,
+            version,
+            event_id=lambda eid: self.event_id(rnd, eid),
+            wall_of=lambda offset: self.wall_of(base + offset),
+            resources=self.options.resources,
+        )
+        return Served(
+            body, f'"{transition.incarnation}-{zlib.crc32(body):08x}"', transition.incarnation
+        )
+
+    def approve(self, event_ids: Sequence[str]) -> list[str]:
+        """Approve served EventIds; return the unknown ones (then nothing is approved)."""
+        self.current("2020-07-01")  # make sure every id served so far is known
+        unknown = [e for e in event_ids if e not in self._served_ids]
+        if unknown:
+            return unknown
+        pos = self.position()
+        rnd, off = self.split(pos)
+        changed = False
+        for served in event_ids:
+            event_rnd, original = self._served_ids[served]
+            if event_rnd != rnd:
+                continue  # a finished round: that event is long gone
+            before = self.schedule(rnd)
+            state = before.state_of(original, off)
+            if state is None or state.status != "Scheduled":
+                continue  # already Started or not shown: approving again changes nothing
+            self._round_approvals.setdefault(rnd, []).append((off, original))
+            self.approvals.append(Approved(served, rnd, off))
+            log.info(
+                "%s",
+                orjson.dumps(
+                    {"event": "approval", "session": self.name, "event_id": served, "offset_s": off}
+                ).decode(),
+            )
+            self._schedules.pop(rnd, None)
+            changed = True
+        if changed:
+            for later in [r for r in self._schedules if r > rnd]:
+                del self._schedules[later]
+            self._cache.clear()
+            self._reschedule()
+        return []
+
+    # -- the ticker: logs and pushes each transition on time ----------------------------------
+    def _reschedule(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self.state is not State.running:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # started again by the server when its loop runs
+        self._ticker = loop.create_task(self._tick(), name=f"ticker:{self.name}")
+
+    def start_ticker(self) -> None:
+        """Start the transition timer (called once the event loop runs)."""
+        if self._ticker is None:
+            self._reschedule()
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def _tick(self) -> None:
+        while self.state is State.running:
+            nxt = self.next_transition()
+            if nxt is None:
+                self.state = State.finished
+                self._anchor_pos = self.duration_s
+                return
+            deadline = self.mono_of(nxt)
+            await self.clock.sleep_until(deadline)
+            lateness = self.clock.now() - deadline
+            self.transitions_seen += 1
+            served = self.current("2020-07-01")
+            log.info(
+                "%s",
+                orjson.dumps(
+                    {
+                        "event": "transition",
+                        "session": self.name,
+                        "offset_s": self.split(nxt)[1],
+                        "incarnation": served.incarnation,
+                        "lateness_ms": round(lateness * 1000, 3),
+                    }
+                ).decode(),
+            )
+            pushed = Pushed(self.name, served.body, self.wall_of(nxt), lateness)
+            for subscriber in list(self.subscribers):
+                subscriber(pushed)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Everything a control client needs to know about the session, as JSON values."""
+        pos = self.position()
+        rnd, off = self.split(pos)
+        served = self.current("2020-07-01")
+        nxt = self.next_transition()
+        next_info = None
+        if nxt is not None:
+            next_info = {
+                "offset_s": self.split(nxt)[1],
+                "round": self.split(nxt)[0],
+                "in_s": (nxt - pos) / self.speed if self.state is State.running else None,
+                "at": self.wall_of(nxt).isoformat() if self.state is State.running else None,
+            }
+        return {
+            "name": self.name,
+            "trace": self.trace.name,
+            "scenario": self.trace.scenario,
+            "origin": self.trace.origin,
+            "state": self.state.value,
+            "speed": self.speed,
+            "loop": self.looping,
+            "round": rnd,
+            "position_s": off,
+            "duration_s": self.duration_s,
+            "wall_duration_s": self.duration_s / self.speed,
+            "incarnation": served.incarnation,
+            "next_transition": next_info,
+            "resources": list(self.options.resources) if self.options.resources else None,
+            "approvals": [
+                {"event_id": a.event_id, "round": a.round, "offset_s": a.offset_s}
+                for a in self.approvals
+            ],
+            "document": orjson.loads(served.body),
+        }
