@@ -206,7 +206,7 @@ async def test_loop_uses_fresh_event_ids_and_incarnation_never_goes_back(
         clock.advance(0.05)
     incarnations = [i for i, _ in seen]
     assert incarnations == sorted(incarnations)
-    ids = [e for _, e in seen if e]
+    ids = list(dict.fromkeys(e for _, e in seen if e))
     assert len(set(ids)) == 3
     # Fresh ids are derived from the trace and the round, not random: another server agrees.
     original = registry.trace("spot-eviction").event_ids[0]
