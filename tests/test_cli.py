@@ -5,9 +5,12 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from replay.cli import app
+from replay.errors import SpeedError
+from replay.registry import parse_speed
 
 runner = CliRunner()
 
@@ -82,3 +85,25 @@ def test_every_command_has_help_with_an_example() -> None:
     group = typer.main.get_command(app)
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         assert "Example: imds-replay" in (command.help or ""), name
+
+
+@pytest.mark.parametrize(
+    ("text", "speed"),
+    [("60", 60), ("60x", 60), ("dev", 60), ("200%", 2), ("0.5", 0.5), ("1.5X", 1.5)],
+)
+def test_speed_accepts_factors_dev_and_percentages(text: str, speed: float) -> None:
+    assert parse_speed(text) == speed
+
+
+@pytest.mark.parametrize("text", ["fast", "0", "-3", "60y", "%", "", "1e9"])
+def test_bad_speed_is_a_clear_error(text: str) -> None:
+    with pytest.raises(SpeedError, match="speed"):
+        parse_speed(text)
+
+
+def test_serve_with_a_bad_speed_exits_2_before_binding(traces_dir: Path) -> None:
+    result = runner.invoke(
+        app, ["serve", "--trace", "user-reboot", "--speed", "fast", "--traces-dir", str(traces_dir)]
+    )
+    assert result.exit_code == 2
+    assert "speed 'fast' is not understood" in result.stderr
