@@ -100,17 +100,23 @@ def _fallback_not_before(track: Sequence[Change]) -> float | None:
     return track[-1].offset_s if track[-1].state is None else None
 
 
-def _states(trace: Trace, track: Sequence[Change]) -> list[tuple[float, EventState | None]]:
+Key = tuple[float, int]
+"""(offset_s, seq): seq orders changes at one offset; the trace's own are 0, an approval's later."""
+States = list[tuple[Key, EventState | None]]
+
+
+def _states(trace: Trace, track: Sequence[Change]) -> States:
     """A track as served states: NotBefore placed on the axis and never after the start."""
     start = next(
         (c.offset_s for c in track if c.state is not None and c.state["EventStatus"] == "Started"),
         math.inf,
     )
     fallback = _fallback_not_before(track)
-    out: list[tuple[float, EventState | None]] = []
+    out: States = []
     for change in track:
+        key = (change.offset_s, 0)
         if change.state is None:
-            out.append((change.offset_s, None))
+            out.append((key, None))
             continue
         status = change.state["EventStatus"]
         nb: float | None = None
@@ -118,91 +124,90 @@ def _states(trace: Trace, track: Sequence[Change]) -> list[tuple[float, EventSta
             placed = trace.not_before_offset(change.state["NotBefore"])
             nb = placed if placed is not None else fallback
             nb = min(nb, start) if nb is not None else (start if start < math.inf else None)
-        out.append((change.offset_s, EventState(change.state, status, nb)))
+        out.append((key, EventState(change.state, status, nb)))
     return out
 
 
-def _approve(
-    states: list[tuple[float, EventState | None]], at_s: float, delay_s: float
-) -> list[tuple[float, EventState | None]]:
-    """The event's states after an approval at at_s: Started at at_s + delay_s, rest shifted."""
-    before = [(o, s) for o, s in states if o <= at_s]
+def _approve(states: States, at_s: float, seq: int, delay_s: float) -> States:
+    """The event's states after an approval at at_s: Started at at_s + delay_s, rest shifted.
+
+    Changes the approval makes carry its seq, so at the approval's own offset they come after
+    what was already served there.
+    """
+    before = [(k, s) for k, s in states if k[0] <= at_s]
     current = before[-1][1] if before else None
     if current is None or current.status != "Scheduled":
         return states  # not Scheduled now: nothing to start (already Started, gone, or not yet)
     start_at = at_s + delay_s
-    later = [(o, s) for o, s in states if o > at_s]
+    later = [(k, s) for k, s in states if k[0] > at_s]
     started = next((i for i, (_, s) in enumerate(later) if s and s.status == "Started"), None)
     if started is not None:
-        shift = later[started][0] - start_at
+        shift = later[started][0][0] - start_at
         if shift <= 0:
             return states  # it starts by then anyway
-        tail = [(o - shift, s) for o, s in later[started:]]
+        # The start lands on start_at exactly (o - shift can miss it by a rounding error).
+        moved = [((k[0] - shift, seq), s) for k, s in later[started + 1 :]]
+        tail = [((start_at, seq), later[started][1]), *moved]
     else:
         # It never started in the trace (cancelled): it starts now and ends when it vanished.
-        gone = next((o for o, s in later if s is None), None)
+        gone = next((k[0] for k, s in later if s is None), start_at)
         begun = EventState(current.event, "Started", None)
-        tail = [
-            (start_at, begun),
-            (max(gone if gone is not None else start_at, start_at + 1), None),
-        ]
+        tail = [((start_at, seq), begun), ((max(gone, start_at + 1), seq), None)]
     if delay_s > 0:
         # While it waits to start, its NotBefore says when that will be.
-        before.append((at_s, EventState(current.event, "Scheduled", start_at)))
+        before.append(((at_s, seq), EventState(current.event, "Scheduled", start_at)))
     return before + tail
 
 
 def build_schedule(
     trace: Trace,
-    approvals: Sequence[tuple[float, str]] = (),
+    approvals: Sequence[tuple[float, str, int]] = (),
     *,
     delay_s: float = 0.0,
     first_incarnation: int | None = None,
 ) -> Schedule:
-    """One round's transitions: the trace's documents, reshaped by (offset_s, EventId) approvals."""
+    """One round's transitions: the trace's documents reshaped by approvals.
+
+    An approval is (offset_s, EventId, batch): approvals of one batch (one POST) act together,
+    later batches after earlier ones at the same offset.
+    """
     base = trace.snapshots[0].incarnation
     shift = 0 if first_incarnation is None else first_incarnation - base
-    tracks = {eid: _states(trace, t) for eid, t in tracks_of(trace).items()}
-    order = list(tracks)
+    original = {eid: _states(trace, t) for eid, t in tracks_of(trace).items()}
+    tracks = dict(original)
     first_approval = math.inf
-    for at_s, eid in sorted(approvals):
+    for at_s, eid, batch in sorted(approvals, key=lambda a: (a[0], a[2])):
         if eid in tracks:
-            approved = _approve(tracks[eid], at_s, delay_s)
+            approved = _approve(tracks[eid], at_s, batch + 1, delay_s)
             if approved is not tracks[eid]:
                 tracks[eid] = approved
                 first_approval = min(first_approval, at_s)
 
+    # Up to the first approval: the trace's own documents and incarnations, exactly.
     transitions: list[Transition] = []
     for snap in trace.snapshots:
         if snap.offset_s > first_approval:
             break
-        states = tuple(_state_at(tracks[e["EventId"]], snap.offset_s) for e in snap.events)
-        transitions.append(
-            Transition(snap.offset_s, snap.incarnation + shift, tuple(s for s in states if s))
-        )
+        states = (_state_at(original[e["EventId"]], (snap.offset_s, 0)) for e in snap.events)
+        events = tuple(s for s in states if s is not None)
+        transitions.append(Transition(snap.offset_s, snap.incarnation + shift, events))
+    # From it on: composed from the reshaped tracks, each change the next incarnation. Several
+    # transitions may share an offset; the schedule serves the last of them.
     if first_approval < math.inf:
-        times = sorted({o for t in tracks.values() for o, _ in t if o >= first_approval})
-        for offset in times:
-            events = tuple(
-                s for s in (_state_at(tracks[e], offset) for e in order) if s is not None
-            )
-            if transitions and events == transitions[-1].events:
-                continue
-            if transitions and offset == transitions[-1].offset_s:
-                last = transitions.pop()
-                transitions.append(Transition(offset, last.incarnation, events))
-                continue
-            incarnation = transitions[-1].incarnation + 1 if transitions else base + shift
-            transitions.append(Transition(offset, incarnation, events))
+        keys = sorted({k for t in tracks.values() for k, _ in t if k[0] >= first_approval})
+        for key in keys:
+            states = (_state_at(tracks[e], key) for e in tracks)
+            events = tuple(s for s in states if s is not None)
+            last = transitions[-1]
+            if events != last.events:
+                transitions.append(Transition(key[0], last.incarnation + 1, events))
     return Schedule(tuple(transitions), tuple(t.offset_s for t in transitions))
 
 
-def _state_at(
-    states: Sequence[tuple[float, EventState | None]], offset_s: float
-) -> EventState | None:
+def _state_at(states: States, key: Key) -> EventState | None:
     current: EventState | None = None
-    for o, s in states:
-        if o > offset_s:
+    for k, s in states:
+        if k > key:
             break
         current = s
     return current

@@ -14,7 +14,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -29,6 +29,8 @@ from replay.timeline import Snapshot, Trace
 
 log = logging.getLogger("imds_replay")
 
+VIRTUAL_EPOCH = datetime(2025, 7, 1, tzinfo=UTC)
+"""Wall time of offset 0 in virtual time when a trace does not know its own."""
 IDLE_TRACE = Trace(
     name="(idle)",
     scenario="idle",
@@ -112,7 +114,8 @@ class Session:
         self._anchor_pos = 0.0
         self.state = State.waiting
         self.approvals: list[Approved] = []
-        self._round_approvals: dict[int, list[tuple[float, str]]] = {}
+        self._round_approvals: dict[int, list[tuple[float, str, int]]] = {}
+        self._batches = len(self.trace.approvals)  # recorded approvals are batches 0..n-1
         self._schedules: dict[int, Schedule] = {}
         self._served_ids: dict[str, tuple[int, str]] = {}
         self._cache: dict[tuple[int, int, str], Served] = {}
@@ -129,7 +132,12 @@ class Session:
     # -- time ------------------------------------------------------------------------------
     def _set_anchor(self, pos: float, state: State) -> None:
         self._anchor_mono = self.clock.now()
-        self._anchor_wall = self.clock.wall()
+        if state is State.virtual:
+            # Virtual time is the trace's own: NotBefore shows as captured, the same every run.
+            base = self.trace.started_at or VIRTUAL_EPOCH
+            self._anchor_wall = base + timedelta(seconds=pos / self.speed)
+        else:
+            self._anchor_wall = self.clock.wall()
         self._anchor_pos = pos
         self.state = state
         self._cache.clear()
@@ -234,7 +242,8 @@ class Session:
             first = self.schedule(rnd - 1).transitions[-1].incarnation
         approvals = list(self._round_approvals.get(rnd, ()))
         if self.options.recorded_approvals:
-            approvals += [(a.offset_s, e) for a in self.trace.approvals for e in a.event_ids]
+            recorded = enumerate(self.trace.approvals)
+            approvals += [(a.offset_s, e, batch) for batch, a in recorded for e in a.event_ids]
         built = build_schedule(
             self.trace, approvals, delay_s=self.options.approval_delay_s, first_incarnation=first
         )
@@ -297,7 +306,7 @@ class Session:
             state = before.state_of(original, off)
             if state is None or state.status != "Scheduled":
                 continue  # already Started or not shown: approving again changes nothing
-            self._round_approvals.setdefault(rnd, []).append((off, original))
+            self._round_approvals.setdefault(rnd, []).append((off, original, self._batches))
             self.approvals.append(Approved(served, rnd, off))
             log.info(
                 "%s",
@@ -307,6 +316,7 @@ class Session:
             )
             self._schedules.pop(rnd, None)
             changed = True
+        self._batches += 1
         if changed:
             for later in [r for r in self._schedules if r > rnd]:
                 del self._schedules[later]

@@ -84,3 +84,50 @@ def test_incarnation_never_goes_back_and_names_one_content(
                 assert after["DocumentIncarnation"] > doc["DocumentIncarnation"]
             last = after
         clock.advance(step)
+
+
+@settings(max_examples=100, deadline=None)
+@given(trace=traces(), approve=st.lists(st.booleans(), min_size=12, max_size=12))
+def test_stepping_through_every_transition_incarnation_grows_exactly_when_events_change(
+    trace: Trace, approve: list[bool]
+) -> None:
+    session = Session("v", trace, FakeClock(), SessionOptions(start=Start.virtual))
+    last = orjson.loads(session.current("2020-07-01").body)
+    for wants in approve:
+        if wants and last["Events"]:
+            session.approve([e["EventId"] for e in last["Events"]])
+        elif session.step() is None:
+            break
+        doc = orjson.loads(session.current("2020-07-01").body)
+        if doc["Events"] == last["Events"]:
+            assert doc["DocumentIncarnation"] == last["DocumentIncarnation"]
+        else:
+            assert doc["DocumentIncarnation"] > last["DocumentIncarnation"]
+        last = doc
+
+
+def test_recorded_approvals_play_only_when_asked() -> None:
+    from replay.timeline import Approval
+    from tests.helpers import event, trace_of
+
+    trace = trace_of(
+        [(0, []), (10, [event(not_before_s=610)]), (610, [event(status="Started")]), (700, [])],
+        approvals=(Approval(100, ("E1",)),),
+    )
+    for recorded, started_at in ((True, 100), (False, 610)):
+        clock = FakeClock()
+        options = SessionOptions(start=Start.now, recorded_approvals=recorded)
+        session = Session("r", trace, clock, options)
+        clock.advance(started_at - 0.001)
+        assert (
+            orjson.loads(session.current("2020-07-01").body)["Events"][0]["EventStatus"]
+            == "Scheduled"
+        )
+        clock.advance(0.002)
+        assert (
+            orjson.loads(session.current("2020-07-01").body)["Events"][0]["EventStatus"]
+            == "Started"
+        )
+        # the rest of the timeline follows, shifted by the same amount
+        clock.advance(90)
+        assert orjson.loads(session.current("2020-07-01").body)["Events"] == []
