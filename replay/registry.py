@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from replay.clock import Clock
 from replay.errors import ReplayError, SpeedError, TraceNotFoundError
 from replay.reference import dev_speed
-from replay.session import IDLE_TRACE, Session, SessionOptions
+from replay.session import IDLE_TRACE, Pushed, Session, SessionOptions
 from replay.timeline import Trace
 
 DEFAULT = "default"
@@ -44,7 +45,14 @@ class SessionRegistry:
         self.clock = clock
         self.max_sessions = max_sessions
         self._traces: dict[str, Trace] = {}
-        self.sessions: dict[str, Session] = {DEFAULT: Session(DEFAULT, IDLE_TRACE, clock)}
+        self.listeners: dict[str, set[Callable[[Pushed], None]]] = {}
+        """Push subscribers by session name: they outlive a session replaced under that name."""
+        self.sessions: dict[str, Session] = {}
+        self._idle(DEFAULT, SessionOptions())
+
+    def _idle(self, name: str, options: SessionOptions) -> None:
+        listeners = self.listeners.setdefault(name, set())
+        self.sessions[name] = Session(name, IDLE_TRACE, self.clock, options, listeners)
 
     def add_trace(self, trace: Trace) -> None:
         """Make a trace available by name (e.g. one read from a path on the command line)."""
@@ -69,6 +77,12 @@ class SessionRegistry:
 
         return sorted({p.stem for p in trace_files(self.traces_dir)} | set(self._traces))
 
+    def subscribe(self, name: str, listener: Callable[[Pushed], None]) -> Callable[[], None]:
+        """Receive every new document of a session name; returns the unsubscribe function."""
+        listeners = self.listeners.setdefault(name, set())
+        listeners.add(listener)
+        return lambda: listeners.discard(listener)
+
     def get(self, name: str) -> Session | None:
         return self.sessions.get(name)
 
@@ -86,7 +100,7 @@ class SessionRegistry:
             if options.first_incarnation is None and old.documents:
                 follow = old.current("2020-07-01").incarnation + 1
                 options = replace(options, first_incarnation=follow)
-        session = Session(name, trace, self.clock, options)
+        session = Session(name, trace, self.clock, options, self.listeners.setdefault(name, set()))
         self.sessions[name] = session
         session.start_ticker()
         return session
@@ -99,8 +113,9 @@ class SessionRegistry:
         session.stop()
         if name == DEFAULT:
             follow = session.current("2020-07-01").incarnation + 1
-            idle = SessionOptions(first_incarnation=follow)
-            self.sessions[DEFAULT] = Session(DEFAULT, IDLE_TRACE, self.clock, idle)
+            self._idle(DEFAULT, SessionOptions(first_incarnation=follow))
+        elif not self.listeners.get(name):
+            self.listeners.pop(name, None)
         return True
 
     def start_all(self) -> None:

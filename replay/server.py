@@ -123,6 +123,7 @@ async def not_found(request: web.Request) -> web.Response:
 def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
     """The server: IMDS routes for every session, the control API under /replay/."""
     from replay.control import CONTROL_ROUTES
+    from replay.stream import ROUTES as STREAM_ROUTES
 
     app = web.Application(client_max_size=MAX_BODY)
     app[REGISTRY] = registry
@@ -132,6 +133,7 @@ def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
     app.router.add_route("*", "/metadata/instance", instance)
     app.router.add_route("*", "/s/{session}/metadata/instance", instance)
     app.router.add_routes(CONTROL_ROUTES)
+    app.router.add_routes(STREAM_ROUTES)
     app.router.add_route("*", "/{tail:.*}", not_found)
     app.cleanup_ctx.append(_tickers)
     return app

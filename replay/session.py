@@ -72,6 +72,13 @@ class Pushed:
     body: bytes
     at: datetime
     lateness_s: float
+    message: bytes
+    """What push clients receive: {"document": {...}, "at": "<ISO time>"}."""
+
+
+def push_message(body: bytes, at: datetime) -> bytes:
+    """{"document": {...}, "at": "<ISO time>"} without parsing the document again."""
+    return b'{"document":' + body + b',"at":' + orjson.dumps(at.isoformat()) + b"}"
 
 
 @dataclass
@@ -102,6 +109,8 @@ class Session:
     trace: Trace
     clock: Clock
     options: SessionOptions = field(default_factory=SessionOptions)
+    subscribers: set[Callable[[Pushed], None]] = field(default_factory=set)
+    """Called with every new document the moment it becomes current (shared per session name)."""
 
     def __post_init__(self) -> None:
         if self.options.speed <= 0:
@@ -122,7 +131,7 @@ class Session:
         self.documents: deque[bytes] = deque(maxlen=10_000)
         self._last_served: tuple[int, int] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.subscribers: set[Callable[[Pushed], None]] = set()
+        self._last_pushed: tuple[int, int] | None = None
         self.transitions_seen = 0
         if self.options.start is Start.now:
             self._set_anchor(0.0, State.running)
@@ -142,6 +151,7 @@ class Session:
         self.state = state
         self._cache.clear()
         self._reschedule()
+        self._announce()
 
     def position(self, now: float | None = None) -> float:
         """Trace seconds since the session's start, across loop rounds."""
@@ -258,12 +268,15 @@ class Session:
         self._served_ids[served] = (rnd, original)
         return served
 
-    def current(self, version: str) -> Served:
+    def _state_key(self) -> tuple[int, int]:
+        """(round, transition index) of the document current now."""
+        rnd, off = self.split(self.position())
+        return rnd, self.schedule(rnd).index_at(off)
+
+    def current(self, version: str, *, record: bool = True) -> Served:
         """The document a client of this api-version sees now (cached per state)."""
-        pos = self.position()
-        rnd, off = self.split(pos)
+        rnd, index = self._state_key()
         sched = self.schedule(rnd)
-        index = sched.index_at(off)
         key = (rnd, index, version)
         served = self._cache.get(key)
         if served is None:
@@ -271,7 +284,7 @@ class Session:
                 self._cache.clear()
             served = self._render(rnd, sched.transitions[index], version)
             self._cache[key] = served
-        if self._last_served != (rnd, index):
+        if record and self._last_served != (rnd, index):
             self._last_served = (rnd, index)
             self.documents.append(served.body)
         return served
@@ -322,6 +335,7 @@ class Session:
                 del self._schedules[later]
             self._cache.clear()
             self._reschedule()
+            self._announce()
         return []
 
     # -- the ticker: logs and pushes each transition on time ----------------------------------
@@ -356,24 +370,45 @@ class Session:
                 return
             deadline = self.mono_of(nxt)
             await self.clock.sleep_until(deadline)
-            lateness = self.clock.now() - deadline
             self.transitions_seen += 1
-            served = self.current("2020-07-01")
-            log.info(
-                "%s",
-                orjson.dumps(
-                    {
-                        "event": "transition",
-                        "session": self.name,
-                        "offset_s": self.split(nxt)[1],
-                        "incarnation": served.incarnation,
-                        "lateness_ms": round(lateness * 1000, 3),
-                    }
-                ).decode(),
-            )
-            pushed = Pushed(self.name, served.body, self.wall_of(nxt), lateness)
-            for subscriber in list(self.subscribers):
-                subscriber(pushed)
+            self._announce(deadline)
+
+    def _announce(self, deadline: float | None = None) -> None:
+        """Log and push the current document if it is new (deadline: when it became current)."""
+        key = self._state_key()
+        if key == self._last_pushed:
+            return
+        self._last_pushed = key
+        served = self.current("2020-07-01", record=False)
+        now = self.clock.now()
+        lateness = 0.0 if deadline is None else now - deadline
+        log.info(
+            "%s",
+            orjson.dumps(
+                {
+                    "event": "transition",
+                    "session": self.name,
+                    "offset_s": self.split(self.position())[1],
+                    "incarnation": served.incarnation,
+                    "lateness_ms": round(lateness * 1000, 3),
+                }
+            ).decode(),
+        )
+        if not self.subscribers:
+            return
+        at = self.wall_of(self.position()) if deadline is None else self.wall_of_mono(deadline)
+        pushed = Pushed(self.name, served.body, at, lateness, push_message(served.body, at))
+        for subscriber in list(self.subscribers):
+            subscriber(pushed)
+
+    def message_now(self) -> bytes:
+        """The push message of the current document (what a new subscriber gets first)."""
+        served = self.current("2020-07-01", record=False)
+        return push_message(served.body, self.wall_of(self.position()))
+
+    def wall_of_mono(self, t: float) -> datetime:
+        """The wall time of a monotonic instant, on this session's anchor."""
+        return self._anchor_wall + timedelta(seconds=t - self._anchor_mono)
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

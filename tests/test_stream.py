@@ -1,0 +1,158 @@
+"""Push: WebSocket and Server-Sent Events streams of each session's documents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from replay.clock import FakeClock, SystemClock
+from replay.registry import DEFAULT, SessionRegistry
+from replay.server import make_app
+from replay.session import SessionOptions, Start
+from tests.serving import serving
+
+URL = "/metadata/scheduledevents?api-version=2020-07-01"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry(traces_dir: Path, clock: FakeClock) -> SessionRegistry:
+    return SessionRegistry(traces_dir, clock)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, registry: SessionRegistry, clock: FakeClock) -> Any:
+    return await aiohttp_client(make_app(registry, clock=clock))
+
+
+async def test_websocket_gets_the_current_document_then_every_new_one(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    registry.create(
+        DEFAULT, registry.trace("live-migration"), SessionOptions(speed=60, start=Start.now)
+    )
+    ws = await client.ws_connect("/s/default/stream")
+    first = orjson.loads((await ws.receive()).data)
+    assert first["document"]["DocumentIncarnation"] == 1
+    assert set(first) == {"document", "at"}
+    await clock.run_for(1230 / 60 + 0.1, step=0.05)
+    got = [orjson.loads((await ws.receive(timeout=1)).data) for _ in range(3)]
+    assert [m["document"]["DocumentIncarnation"] for m in got] == [2, 3, 4]
+    assert [len(m["document"]["Events"]) for m in got] == [1, 1, 0]
+    # "at" is when the document became current, on the session's anchor
+    ats = [m["at"] for m in got]
+    assert ats == sorted(ats)
+    await ws.close()
+
+
+async def test_an_approval_is_pushed_at_once(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    registry.create(
+        DEFAULT, registry.trace("user-reboot"), SessionOptions(speed=60, start=Start.now)
+    )
+    clock.advance(1)
+    ws = await client.ws_connect("/s/default/stream")
+    current = orjson.loads((await ws.receive()).data)["document"]
+    eid = current["Events"][0]["EventId"]
+    body = orjson.dumps({"StartRequests": [{"EventId": eid}]})
+    assert (await client.post(URL, data=body, headers={"Metadata": "true"})).status == 200
+    pushed = orjson.loads((await ws.receive(timeout=1)).data)["document"]
+    assert pushed["Events"][0]["EventStatus"] == "Started"
+    await ws.close()
+
+
+async def test_subscription_survives_a_session_replaced_by_name(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    ws = await client.ws_connect("/s/default/stream")
+    idle = orjson.loads((await ws.receive()).data)["document"]
+    assert idle["Events"] == []
+    await client.post("/replay/sessions", json={"trace": "terminate", "speed": 60})
+    clock.advance(1)
+    await clock.run_for(0.1, step=0.05)
+    while True:
+        doc = orjson.loads((await ws.receive(timeout=1)).data)["document"]
+        if doc["Events"]:
+            break
+    assert doc["Events"][0]["EventType"] == "Terminate"
+    await ws.close()
+
+
+async def test_server_sent_events_carry_the_same_messages(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    registry.create(
+        DEFAULT, registry.trace("spot-eviction"), SessionOptions(speed=60, start=Start.now)
+    )
+    resp = await client.get("/s/default/events")
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+
+    async def next_data() -> dict[str, Any]:
+        while True:
+            line = (await resp.content.readline()).decode()
+            if line.startswith("data: "):
+                value: dict[str, Any] = orjson.loads(line[6:])
+                return value
+
+    assert (await next_data())["document"]["Events"] == []
+    await clock.run_for(0.6, step=0.05)
+    assert (await asyncio.wait_for(next_data(), 1))["document"]["Events"][0][
+        "EventType"
+    ] == "Preempt"
+    resp.close()
+
+
+async def test_unknown_session_stream_is_404(client: Any) -> None:
+    for path in ("/s/nope/stream", "/s/nope/events"):
+        resp = await client.get(path)
+        assert resp.status == 404
+        assert (await resp.json())["error"]["status"] == 404
+
+
+def test_websocket_subscriber_is_never_more_than_50ms_behind_a_poller(traces_dir: Path) -> None:
+    """Against the real server: every document reaches the subscriber within 50 ms of a poll."""
+    clock = SystemClock()
+    pushed: dict[int, float] = {}
+    polled: dict[int, float] = {}
+    with serving(
+        "--trace", "live-migration", "--speed", "300", "--start", "now", traces_dir=traces_dir
+    ) as base:
+        ready = threading.Event()
+
+        async def subscribe() -> None:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(base + "/s/default/stream") as ws,
+            ):
+                ready.set()
+                async for msg in ws:
+                    doc = json.loads(msg.data)["document"]
+                    pushed.setdefault(doc["DocumentIncarnation"], clock.now())
+                    if doc["DocumentIncarnation"] == 4:
+                        return
+
+        thread = threading.Thread(target=asyncio.run, args=(subscribe(),))
+        thread.start()
+        assert ready.wait(10)
+        request = urllib.request.Request(base + URL, headers={"Metadata": "true"})
+        while 4 not in polled and clock.now() - min([*polled.values(), clock.now()]) < 10:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                incarnation = json.loads(resp.read())["DocumentIncarnation"]
+            polled.setdefault(incarnation, clock.now())
+        thread.join(timeout=10)
+    assert set(polled) >= {2, 3, 4}
+    for incarnation in (2, 3, 4):
+        assert pushed[incarnation] - polled[incarnation] <= 0.050, (incarnation, pushed, polled)
