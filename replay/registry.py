@@ -119,7 +119,9 @@ class SessionRegistry:
         return True
 
     def start_all(self) -> None:
+        """Once the server listens: `now` sessions start their clocks, tickers run."""
         for session in self.sessions.values():
+            session.rebase()
             session.start_ticker()
 
     def stop_all(self) -> None:

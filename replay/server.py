@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -46,11 +47,20 @@ INSTANCE_VERSIONS = (
     "2024-03-15",
     "2025-04-07",
 )
+SIMPLE_QUERIES: dict[str, Mapping[str, str]] = {
+    f"api-version={v}": MappingProxyType({"api-version": v}) for v in INSTANCE_VERSIONS
+}
+"""The usual query strings, already parsed: the poll path skips parsing them again."""
 log = logging.getLogger("imds_replay")
 
 
 def imds_error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=imds.error_body(message), headers=HEADERS)
+
+
+def _query(request: web.Request) -> Mapping[str, str]:
+    """request.query; `?api-version=<version>` (nearly every request) from SIMPLE_QUERIES."""
+    return SIMPLE_QUERIES.get(request.raw_path.partition("?")[2]) or request.query
 
 
 def _session(request: web.Request) -> Session | None:
@@ -61,7 +71,7 @@ async def scheduled_events(request: web.Request) -> web.StreamResponse:
     """GET: the current document; POST: StartRequests. Exactly as IMDS answers."""
     if request.method not in ("GET", "POST"):
         return imds_error(405, imds.ERR_METHOD)
-    version = imds.check_request(request.headers, request.query)
+    version = imds.check_request(request.headers, _query(request))
     if isinstance(version, imds.Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     session = _session(request)
@@ -94,7 +104,7 @@ async def instance(request: web.Request) -> web.Response:
     """A minimal instance metadata document whose compute.name is the first resource."""
     if request.method != "GET":
         return imds_error(405, imds.ERR_METHOD)
-    version = imds.check_request(request.headers, request.query, INSTANCE_VERSIONS)
+    version = imds.check_request(request.headers, _query(request), INSTANCE_VERSIONS)
     if isinstance(version, imds.Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     session = _session(request)
@@ -123,6 +133,7 @@ async def not_found(request: web.Request) -> web.Response:
 def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
     """The server: IMDS routes for every session, the control API under /replay/."""
     from replay.control import CONTROL_ROUTES
+    from replay.static import ROUTES as PAGE_ROUTES
     from replay.stream import ROUTES as STREAM_ROUTES
 
     app = web.Application(client_max_size=MAX_BODY)
@@ -134,6 +145,7 @@ def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
     app.router.add_route("*", "/s/{session}/metadata/instance", instance)
     app.router.add_routes(CONTROL_ROUTES)
     app.router.add_routes(STREAM_ROUTES)
+    app.router.add_routes(PAGE_ROUTES)  # the control page at / (replay/static/)
     app.router.add_route("*", "/{tail:.*}", not_found)
     app.cleanup_ctx.append(_tickers)
     return app

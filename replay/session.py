@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -128,6 +129,9 @@ class Session:
         self._schedules: dict[int, Schedule] = {}
         self._served_ids: dict[str, tuple[int, str]] = {}
         self._cache: dict[tuple[int, int, str], Served] = {}
+        self._fast: tuple[float, str, Served] | None = None
+        """(monotonic instant it stays current until, api-version, answer): the poll path's
+        shortcut. Whatever clears _cache (re-anchoring, approvals) must drop it too."""
         self.documents: deque[bytes] = deque(maxlen=10_000)
         self._last_served: tuple[int, int] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -150,6 +154,7 @@ class Session:
         self._anchor_pos = pos
         self.state = state
         self._cache.clear()
+        self._fast = None
         self._reschedule()
         self._announce()
 
@@ -187,8 +192,16 @@ class Session:
             self._set_anchor(self.position(), State.paused)
 
     def resume(self) -> None:
-        if self.state in (State.paused, State.virtual, State.waiting):
+        """Let trace time run again; a finished replay starts over from the beginning."""
+        if self.state is State.finished:
+            self._set_anchor(0.0, State.running)
+        elif self.state in (State.paused, State.virtual, State.waiting):
             self._set_anchor(self._anchor_pos, State.running)
+
+    def rebase(self) -> None:
+        """Start a `now` session's clock again if nobody has polled it yet (server start-up)."""
+        if self.options.start is Start.now and self.state is State.running and not self.documents:
+            self._set_anchor(0.0, State.running)
 
     def set_speed(self, speed: float) -> None:
         if speed <= 0:
@@ -205,7 +218,8 @@ class Session:
             )
         rnd, _ = self.split(self.position())
         pos = rnd * self.duration_s + offset_s
-        self._set_anchor(pos, State.running if self.state is State.waiting else self.state)
+        moving = self.state in (State.waiting, State.finished)
+        self._set_anchor(pos, State.running if moving else self.state)
 
     def next_transition(self) -> float | None:
         """Position (trace seconds, across rounds) of the next change of document."""
@@ -275,8 +289,13 @@ class Session:
 
     def current(self, version: str, *, record: bool = True) -> Served:
         """The document a client of this api-version sees now (cached per state)."""
-        rnd, index = self._state_key()
+        fast = self._fast
+        if fast is not None and self.clock.now() < fast[0] and fast[1] == version:
+            return fast[2]  # nothing changes before fast[0]: the answer of the last poll stands
+        now = self.clock.now()
+        rnd, off = self.split(self.position(now))
         sched = self.schedule(rnd)
+        index = sched.index_at(off)
         key = (rnd, index, version)
         served = self._cache.get(key)
         if served is None:
@@ -287,7 +306,20 @@ class Session:
         if record and self._last_served != (rnd, index):
             self._last_served = (rnd, index)
             self.documents.append(served.body)
+        recorded = self._last_served == (rnd, index)
+        self._fast = (self._current_until(rnd, off, sched), version, served) if recorded else None
         return served
+
+    def _current_until(self, rnd: int, off: float, sched: Schedule) -> float:
+        """Monotonic instant at which the document at (round, offset) stops being current."""
+        if self.state is not State.running:
+            return math.inf  # only re-anchoring moves a stopped replay, and that drops _fast
+        nxt = sched.next_offset_after(off)
+        if self.looping:
+            nxt = self.duration_s if nxt is None else min(nxt, self.duration_s)
+        elif nxt is None:
+            return math.inf
+        return self.mono_of(rnd * self.duration_s + nxt)
 
     def _render(self, rnd: int, transition: Transition, version: str) -> Served:
         base = rnd * self.duration_s
@@ -334,6 +366,7 @@ class Session:
             for later in [r for r in self._schedules if r > rnd]:
                 del self._schedules[later]
             self._cache.clear()
+            self._fast = None
             self._reschedule()
             self._announce()
         return []

@@ -15,7 +15,7 @@ def readme_examples() -> dict[str, str]:
     """The README's code blocks marked `<!-- example: FILE -->`, by file name."""
     text = (ROOT / "README.md").read_text()
     pattern = re.compile(r"<!-- example: (\S+) -->\n```python\n(.*?)```", re.DOTALL)
-    return {name: code for name, code in pattern.findall(text)}
+    return dict(pattern.findall(text))
 
 
 def test_readme_handler_example_passes_as_written(pytester: pytest.Pytester) -> None:

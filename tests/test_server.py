@@ -445,3 +445,19 @@ async def test_replacing_a_served_session_keeps_incarnation_growing(
     before = (await get(client))["DocumentIncarnation"]
     play(registry, "terminate", speed=60, start=Start.now)
     assert (await get(client))["DocumentIncarnation"] > before
+
+
+async def test_finished_replay_resumes_from_the_start_and_seek_replays(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    play(registry, "spot-eviction", speed=60, start=Start.now)
+    await clock.run_for(3, step=0.1)
+    assert registry.sessions[DEFAULT].status()["state"] == "finished"
+    resumed = await (await client.post("/replay/sessions/default/resume")).json()
+    assert (resumed["state"], resumed["position_s"]) == ("running", 0)
+    await clock.run_for(3, step=0.1)
+    sought = await (
+        await client.post("/replay/sessions/default/seek", json={"offset_s": 40})
+    ).json()
+    assert sought["state"] == "running"
+    assert sought["document"]["Events"][0]["EventStatus"] == "Scheduled"
