@@ -42,7 +42,7 @@ TracesDir = Annotated[
     Path | None,
     typer.Option(
         "--traces-dir",
-        help="The trace dataset [default: $IMDS_REPLAY_TRACES, else the project's traces/]",
+        help="The trace dataset (default: $IMDS_REPLAY_TRACES, else the project's traces/)",
         show_default=False,
     ),
 ]
@@ -339,7 +339,7 @@ def capture(
 
     def status(stats: CaptureStats) -> None:
         if live is not None:
-            live.update(Text(format_status(stats)))
+            live.update(Text(format_status(stats), no_wrap=True, overflow="ellipsis"))
 
     def started() -> None:
         err.print(f"capturing into {out} (Ctrl-C stops)", highlight=False)
@@ -609,7 +609,7 @@ def timings(
         list[Stat] | None,
         typer.Option(
             "--stat",
-            help="Statistic per phase (repeat for several) [default: median]",
+            help="Statistic per phase (repeat for several; default: median)",
             show_default=False,
         ),
     ] = None,
@@ -628,8 +628,9 @@ def timings(
 ) -> None:
     """Per-scenario timing statistics of every event: notice, Scheduled, Started, total, duration.
 
-    Phases are in trace seconds. The median of a phase keeps its name (notice_s); any other
-    --stat adds a suffix (notice_s_p90). Empty where no event of the scenario has the phase.
+    Phases are in trace seconds; empty where no event of the scenario has the phase.
+
+    The median keeps the phase's name (notice_s); other statistics add a suffix (notice_s_p90).
 
     Example: imds-replay timings --format json
     """
@@ -639,6 +640,10 @@ def timings(
 
     directory = resolve_dir(traces_dir)
     stats = list(dict.fromkeys(s.value for s in stat or [Stat.median]))
+    if plot is not None:
+        from analysis.plots import check_figure_path
+
+        check_figure_path(plot)  # before the work, not after it
     skipped: list[BadFile] = []
     events = load_events(
         directory,
@@ -659,9 +664,9 @@ def timings(
         print_json(records)
         return
     if format is TimingsFormat.csv:
-        headers = list(records[0]) if records else ["scenario", "events"]
         import csv
 
+        headers = list(records[0]) if records else ["scenario", "events"]
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(headers)
         writer.writerows([["" if v is None else v for v in r.values()] for r in records])

@@ -73,9 +73,10 @@ class SessionRegistry:
         return trace
 
     def trace_names(self) -> list[str]:
-        from replay.store import trace_files
+        from replay.store import scan
 
-        return sorted({p.stem for p in trace_files(self.traces_dir)} | set(self._traces))
+        good, _ = scan(self.traces_dir, validate_all=False)
+        return sorted({t.name for t in good} | set(self._traces))
 
     def subscribe(self, name: str, listener: Callable[[Pushed], None]) -> Callable[[], None]:
         """Receive every new document of a session name; returns the unsubscribe function."""

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from replay.errors import InvalidTraceError
@@ -37,6 +37,7 @@ RESOURCE_TYPES = frozenset({"VirtualMachine"})
 ORIGINS = ("captured", "reference", "synthetic")
 
 
+@lru_cache(maxsize=8192)  # a NotBefore repeats in every document of its event
 def parse_rfc1123(text: str) -> datetime:
     """Parse an IMDS NotBefore (`Mon, 11 Apr 2022 22:26:58 GMT`) into an aware UTC datetime."""
     try:

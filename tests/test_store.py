@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -14,15 +15,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.errors import FormatVersionError, InvalidTraceError, TraceNotFoundError
+from replay.errors import FormatVersionError, InvalidTraceError, ReplayError, TraceNotFoundError
 from replay.store import (
+    META_TRACE,
+    META_TRACES,
     META_VERSION,
     SCHEMA,
+    bundle_table,
     find_trace,
+    info_of,
+    iter_traces,
+    load_trace,
+    read_file,
     read_trace,
     scan,
     to_table,
     trace_files,
+    write_bundle,
     write_trace,
 )
 from replay.timeline import Approval, Snapshot, Trace, format_rfc1123
@@ -37,14 +46,22 @@ text = st.text(
 def traces(draw: st.DrawFn) -> Trace:
     """Random valid traces: overlapping events, every field, odd Unicode, approvals."""
     n_events = draw(st.integers(1, 4))
-    gaps = draw(st.lists(st.floats(0.001, 5000, allow_nan=False), min_size=2 * n_events + 1, max_size=2 * n_events + 1))
+    gaps = draw(
+        st.lists(
+            st.floats(0.001, 5000, allow_nan=False),
+            min_size=2 * n_events + 1,
+            max_size=2 * n_events + 1,
+        )
+    )
     events = []
     for i in range(n_events):
         events.append(
             {
                 "EventId": draw(st.uuids()).__str__().upper() + f"-{i}",
                 "EventStatus": "Scheduled",
-                "EventType": draw(st.sampled_from(["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"])),
+                "EventType": draw(
+                    st.sampled_from(["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"])
+                ),
                 "ResourceType": "VirtualMachine",
                 "Resources": draw(st.lists(text, max_size=3)),
                 "NotBefore": format_rfc1123(T0 + timedelta(seconds=draw(st.integers(0, 10**7)))),
@@ -57,7 +74,11 @@ def traces(draw: st.DrawFn) -> Trace:
     offset, incarnation = 0.0, draw(st.integers(0, 10**9))
     snaps = [Snapshot(0.0, {"DocumentIncarnation": incarnation, "Events": []})]
     live: list[dict[str, Any]] = []
-    actions = [("add", e) for e in events] + [("start", e) for e in events] + [("drop", e) for e in events]
+    actions = (
+        [("add", e) for e in events]
+        + [("start", e) for e in events]
+        + [("drop", e) for e in events]
+    )
     order = draw(st.permutations(range(len(actions))))
     done: set[str] = set()
     for k, gap in zip(order, gaps, strict=False):
@@ -66,7 +87,10 @@ def traces(draw: st.DrawFn) -> Trace:
         if kind == "add" and eid not in done and all(e["EventId"] != eid for e in live):
             live.append(ev)
         elif kind == "start" and any(e["EventId"] == eid for e in live):
-            live = [{**e, "EventStatus": "Started", "NotBefore": ""} if e["EventId"] == eid else e for e in live]
+            live = [
+                {**e, "EventStatus": "Started", "NotBefore": ""} if e["EventId"] == eid else e
+                for e in live
+            ]
         elif kind == "drop" and any(e["EventId"] == eid for e in live):
             live = [e for e in live if e["EventId"] != eid]
             done.add(eid)
@@ -92,10 +116,13 @@ def traces(draw: st.DrawFn) -> Trace:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(trace=traces())
 def test_parquet_round_trip_is_lossless(tmp_path: Path, trace: Trace) -> None:
-    path = write_trace(trace, tmp_path)
+    # A fresh dataset per example: names are unique across scenarios within one dataset.
+    path = write_trace(trace, Path(tempfile.mkdtemp(dir=tmp_path)))
     back = read_trace(path)
     assert [(s.offset_s, orjson.dumps(s.document)) for s in back.snapshots] == [
         (s.offset_s, orjson.dumps(s.document)) for s in trace.snapshots
@@ -115,7 +142,10 @@ def test_file_sits_in_a_hive_partition_and_reads_with_pyarrow_dataset(tmp_path: 
     write_trace(simple_trace("b", "live-migration"), tmp_path)
     assert (tmp_path / "scenario=live-migration" / "b.parquet").is_file()
     table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
-    assert sorted(set(table.column("scenario").to_pylist())) == ["host-maintenance", "live-migration"]
+    assert sorted(set(table.column("scenario").to_pylist())) == [
+        "host-maintenance",
+        "live-migration",
+    ]
     assert table.schema.field("not_before").type == pa.timestamp("ms", tz="UTC")
 
 
@@ -137,7 +167,9 @@ def test_newer_format_version_gets_a_clear_error(tmp_path: Path) -> None:
     meta = dict(table.schema.metadata)
     meta[META_VERSION] = b"99"
     pq.write_table(table.replace_schema_metadata(meta), path)
-    with pytest.raises(FormatVersionError, match=r"format 99; this build of imds-replay reads format 1"):
+    with pytest.raises(
+        FormatVersionError, match=r"format 99; this build of imds-replay reads format 1"
+    ):
         read_trace(path)
 
 
@@ -155,7 +187,9 @@ def test_bad_file_is_reported_with_its_path_and_the_others_still_load(tmp_path: 
     assert "cannot read Parquet" in problems["junk.parquet"]
 
 
-def test_write_is_atomic_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_is_atomic_a_failed_write_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_trace(simple_trace("keep"), tmp_path)
     before = (tmp_path / "scenario=host-maintenance" / "keep.parquet").read_bytes()
 
@@ -183,5 +217,188 @@ def test_unknown_name_suggests_the_nearest(traces_dir: Path) -> None:
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "..", "a/b", "x" * 200, ""])
 def test_trace_names_cannot_leave_the_dataset(traces_dir: Path, name: str) -> None:
-    with pytest.raises(Exception, match="not found|must be"):
+    with pytest.raises(Exception, match=r"not found|must be"):
         find_trace(traces_dir, name)
+
+
+# Bundles: several traces of one scenario in one file.
+
+
+def _named(trace: Trace, name: str, scenario: str = "live-migration") -> Trace:
+    return replace(trace, name=name, scenario=scenario)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=st.lists(traces(), min_size=1, max_size=5))
+def test_bundle_round_trip_is_lossless_trace_by_trace(tmp_path: Path, batch: list[Trace]) -> None:
+    batch = [_named(t, f"b-{i}") for i, t in enumerate(batch)]
+    path = write_bundle(batch, Path(tempfile.mkdtemp(dir=tmp_path)), "bundle")
+    back = read_file(path)
+    assert [t.name for t in back] == [t.name for t in batch]
+    for got, want in zip(back, batch, strict=True):
+        assert [(s.offset_s, orjson.dumps(s.document)) for s in got.snapshots] == [
+            (s.offset_s, orjson.dumps(s.document)) for s in want.snapshots
+        ]
+        assert (got.approvals, got.started_at, got.origin, got.source) == (
+            want.approvals,
+            want.started_at,
+            want.origin,
+            want.source,
+        )
+
+
+def _bundle(tmp_path: Path, names: list[str], bundle: str = "pack") -> Path:
+    return write_bundle([simple_trace(n, "host-maintenance") for n in names], tmp_path, bundle)
+
+
+def test_bundle_metadata_lists_each_trace_in_row_order(tmp_path: Path) -> None:
+    path = _bundle(tmp_path, ["x", "y", "z"])
+    assert path == tmp_path / "scenario=host-maintenance" / "pack.parquet"
+    meta = pq.read_schema(path).metadata
+    assert META_TRACE not in meta
+    listed = orjson.loads(meta[META_TRACES])
+    assert [m["name"] for m in listed] == ["x", "y", "z"]
+    assert listed[0]["summary"] == {"events": 1, "documents": 4, "duration_s": 700.0}
+    rows = pq.read_table(path).column("trace").to_pylist()
+    assert rows == ["x"] * 4 + ["y"] * 4 + ["z"] * 4
+
+
+def test_scan_lists_one_entry_per_trace_of_a_bundle_from_footers_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_trace(simple_trace("alone"), tmp_path)
+    path = _bundle(tmp_path, ["x", "y"])
+
+    def no_data_pages(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a listing must not read data pages")
+
+    monkeypatch.setattr(pq, "read_table", no_data_pages)
+    good, bad = scan(tmp_path, validate_all=False)
+    assert bad == []
+    assert [(i.name, i.path, i.bundle) for i in good] == [
+        ("alone", tmp_path / "scenario=host-maintenance" / "alone.parquet", False),
+        ("x", path, True),
+        ("y", path, True),
+    ]
+    assert good[1].documents == 4 and good[1].events == 1
+
+
+def test_trace_inside_a_bundle_is_found_and_loaded_by_name(tmp_path: Path) -> None:
+    path = _bundle(tmp_path, ["x", "y", "z"])
+    assert find_trace(tmp_path, "y") == path
+    y = load_trace(tmp_path, "y")
+    assert y.name == "y" and y.lifecycles["E1"].started_s == 610.0
+    with pytest.raises(TraceNotFoundError, match="did you mean 'y'"):
+        load_trace(tmp_path, "yy")
+
+
+def test_a_bundle_named_like_a_trace_it_does_not_hold_is_not_that_trace(tmp_path: Path) -> None:
+    write_trace(simple_trace("y", "live-migration"), tmp_path)
+    _bundle(tmp_path, ["a", "b"], bundle="y")
+    assert load_trace(tmp_path, "y").scenario == "live-migration"
+
+
+def test_read_trace_of_a_bundle_of_several_says_to_load_by_name(tmp_path: Path) -> None:
+    path = _bundle(tmp_path, ["x", "y"])
+    with pytest.raises(ReplayError, match=r"a bundle of 2 traces \('x', 'y'\); load one by name"):
+        read_trace(path)
+    with pytest.raises(ReplayError, match="a bundle of 2 traces"):
+        load_trace(tmp_path, str(path))
+    with pytest.raises(ReplayError, match="a bundle of 2 traces"):
+        info_of(path)
+    assert read_trace(_bundle(tmp_path, ["only"], bundle="one")).name == "only"
+
+
+def test_bad_trace_in_a_bundle_is_reported_with_file_trace_and_problem(tmp_path: Path) -> None:
+    good = simple_trace("fine")
+    broken = replace(simple_trace("broken"), snapshots=simple_trace().snapshots[:3])
+    path = tmp_path / "scenario=host-maintenance" / "mixed.parquet"
+    path.parent.mkdir()
+    pq.write_table(bundle_table([good, broken, simple_trace("also-fine")]), path)
+    listed, bad = scan(tmp_path)
+    assert [i.name for i in listed] == ["fine", "also-fine"]
+    (problem,) = bad
+    assert (problem.path, problem.trace) == (path, "broken")
+    assert problem.problem.startswith(f"{path}: trace 'broken': ")
+    assert "must end with an empty Events array" in problem.problem
+    assert [getattr(t, "name", None) for t in iter_traces(tmp_path)] == ["fine", None, "also-fine"]
+    with pytest.raises(InvalidTraceError, match="trace 'broken'"):
+        read_file(path)
+    assert load_trace(tmp_path, "also-fine").name == "also-fine"
+
+
+def test_rewriting_a_bundle_replaces_it(tmp_path: Path) -> None:
+    _bundle(tmp_path, ["x", "y"])
+    _bundle(tmp_path, ["x", "w"])
+    good, bad = scan(tmp_path)
+    assert ([i.name for i in good], bad) == (["x", "w"], [])
+
+
+def test_bundle_files_are_world_readable_and_leave_no_temporary_files(tmp_path: Path) -> None:
+    path = _bundle(tmp_path, ["x"])
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert os.listdir(path.parent) == ["pack.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "names", "problem"),
+    [
+        (None, ["x", "x"], "holds trace 'x' twice"),
+        ("single-elsewhere", ["x", "taken"], r"'taken' is already used by .*taken\.parquet"),
+        ("single-here", ["x"], "holds a single trace; write_bundle will not replace it"),
+        (None, [], "has no traces"),
+    ],
+)
+def test_write_bundle_refuses(
+    tmp_path: Path, setup: str | None, names: list[str], problem: str
+) -> None:
+    if setup == "single-elsewhere":
+        write_trace(simple_trace("taken", "live-migration"), tmp_path)
+    if setup == "single-here":
+        write_trace(simple_trace("pack"), tmp_path)
+    with pytest.raises(ReplayError, match=problem):
+        _bundle(tmp_path, names)
+
+
+def test_write_bundle_refuses_mixed_scenarios_and_invalid_traces(tmp_path: Path) -> None:
+    with pytest.raises(ReplayError, match="mixes scenarios host-maintenance, live-migration"):
+        write_bundle([simple_trace("a"), simple_trace("b", "live-migration")], tmp_path, "p")
+    broken = replace(simple_trace("bad"), snapshots=simple_trace().snapshots[1:])
+    with pytest.raises(InvalidTraceError, match="trace 'bad': document 0"):
+        write_bundle([simple_trace("a"), broken], tmp_path, "p")
+    assert trace_files(tmp_path) == []
+
+
+def test_write_trace_refuses_a_name_of_another_scenario_and_replacing_a_bundle(
+    tmp_path: Path,
+) -> None:
+    write_trace(simple_trace("t", "live-migration"), tmp_path)
+    with pytest.raises(ReplayError, match=r"'t' is already used by .*scenario=live-migration"):
+        write_trace(simple_trace("t", "host-maintenance"), tmp_path)
+    _bundle(tmp_path, ["x"], bundle="pack")
+    with pytest.raises(ReplayError, match="is a bundle of several traces"):
+        write_trace(simple_trace("pack"), tmp_path)
+
+
+def test_scan_reports_a_name_found_twice_and_keeps_the_first(tmp_path: Path) -> None:
+    _bundle(tmp_path, ["dup", "other"], bundle="zz")
+    write_bundle([simple_trace("other2", "live-migration")], tmp_path, "dup")  # a bundle's stem
+    first = write_trace(simple_trace("dup"), tmp_path)  # is not a name; names in bundles are
+    good, bad = scan(tmp_path)  # not checked on write, and scan reports the duplicate
+    assert [(i.name, i.path.name) for i in good] == [
+        ("dup", "dup.parquet"),
+        ("other", "zz.parquet"),
+        ("other2", "dup.parquet"),
+    ]
+    (dup,) = bad
+    assert dup.trace == "dup" and f"is also in {first}" in dup.problem
+
+
+def test_bundles_and_single_files_read_as_one_pyarrow_dataset(tmp_path: Path) -> None:
+    write_trace(simple_trace("a", "host-maintenance"), tmp_path)
+    _bundle(tmp_path, ["x", "y"])
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(set(table.column("trace").to_pylist())) == ["a", "x", "y"]
+    assert pq.read_schema(_bundle(tmp_path, ["z"], "p2")).remove_metadata().equals(SCHEMA)
