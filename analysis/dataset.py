@@ -11,7 +11,7 @@ known by its file and name.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,16 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from replay.errors import FormatVersionError, InvalidTraceError, ReplayError
-from replay.store import (
-    FORMAT_VERSION,
-    META_TRACE,
-    META_TRACES,
-    META_VERSION,
-    BadFile,
-    infos_of,
-    trace_files,
-)
+from replay.errors import InvalidTraceError, ReplayError
+from replay.store import BadFile, check_footer, infos_of, trace_files
 from replay.timeline import ORIGINS
 
 PHASE_COLUMNS = (
@@ -80,26 +72,6 @@ def check_origins(origins: Sequence[str]) -> None:
             raise ReplayError(f"origin {origin!r} is not one of {', '.join(ORIGINS)}")
 
 
-def _check_footer(path: Path, metadata: Mapping[bytes, bytes] | None) -> None:
-    """Raise unless the footer marks an imds-replay trace file in a format this build reads.
-
-    Only the version is parsed here: a bundle's provenance list can be large, and the origin
-    filter (the only use for it) reads it through the store.
-    """
-    metadata = metadata or {}
-    if META_VERSION not in metadata or not (META_TRACE in metadata or META_TRACES in metadata):
-        raise InvalidTraceError(f"{path}: not an imds-replay trace (no {META_VERSION.decode()})")
-    try:
-        version = int(metadata[META_VERSION])
-    except ValueError as exc:
-        raise InvalidTraceError(f"{path}: unreadable format_version") from exc
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path}: written in trace format {version}; this build of imds-replay reads "
-            f"format {FORMAT_VERSION} and older (upgrade imds-replay)"
-        )
-
-
 def read_file(
     path: Path, columns: Sequence[str] = PHASE_COLUMNS, origins: Sequence[str] = ()
 ) -> pa.Table | None:
@@ -118,7 +90,7 @@ def read_file(
     try:
         dictionary = [c for c in columns if c in DICTIONARY_COLUMNS]
         parquet = pq.ParquetFile(path, read_dictionary=dictionary)
-        _check_footer(path, parquet.schema_arrow.metadata)
+        check_footer(path, parquet.schema_arrow.metadata)
         table = parquet.read(columns=list(columns), use_threads=False)
     except (OSError, pa.ArrowException) as exc:
         raise InvalidTraceError(f"{path}: cannot read Parquet: {exc}") from exc

@@ -100,20 +100,7 @@ def traces(traces_dir: TracesDir = None, format: FormatOpt = Format.table) -> No
     for b in bad:
         err.print(f"warning: skipped {b.problem}", markup=False, highlight=False)
     if format is Format.json:
-        print_json(
-            [
-                {
-                    "name": t.name,
-                    "scenario": t.scenario,
-                    "origin": t.origin,
-                    "events": t.events,
-                    "documents": t.documents,
-                    "duration_s": t.duration_s,
-                    "path": str(t.path),
-                }
-                for t in good
-            ]
-        )
+        print_json([{**t.summary(), "path": str(t.path)} for t in good])
         return
     print_table(
         f"{len(good)} traces in {directory}",

@@ -123,19 +123,7 @@ async def list_traces(request: web.Request) -> web.Response:
     from replay.store import scan
 
     good, _ = scan(request.app[REGISTRY].traces_dir, validate_all=False)
-    return json_response(
-        [
-            {
-                "name": t.name,
-                "scenario": t.scenario,
-                "origin": t.origin,
-                "events": t.events,
-                "documents": t.documents,
-                "duration_s": t.duration_s,
-            }
-            for t in good
-        ]
-    )
+    return json_response([t.summary() for t in good])
 
 
 @routes.get("/replay/sessions")

@@ -72,6 +72,17 @@ class TraceInfo:
     bundle: bool = False
     """True when path is a bundle holding several traces: load this one by name."""
 
+    def summary(self) -> dict[str, Any]:
+        """The listing as JSON values (no file path: the control API does not expose it)."""
+        return {
+            "name": self.name,
+            "scenario": self.scenario,
+            "origin": self.origin,
+            "events": self.events,
+            "documents": self.documents,
+            "duration_s": self.duration_s,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class BadFile:
@@ -187,8 +198,8 @@ def _provenance(trace: Trace) -> dict[str, Any]:
     }
 
 
-def _entries(path: Path, metadata: Mapping[bytes, bytes] | None) -> tuple[list[Any], bool]:
-    """The file's provenance objects in row order, and whether it is a bundle."""
+def check_footer(path: Path, metadata: Mapping[bytes, bytes] | None) -> Mapping[bytes, bytes]:
+    """The footer's metadata, if it marks a trace file in a format this build reads; else raise."""
     metadata = metadata or {}
     if META_VERSION not in metadata or not (META_TRACE in metadata or META_TRACES in metadata):
         raise InvalidTraceError(f"{path}: not an imds-replay trace (no {META_VERSION.decode()})")
@@ -201,6 +212,12 @@ def _entries(path: Path, metadata: Mapping[bytes, bytes] | None) -> tuple[list[A
             f"{path}: written in trace format {version}; this build of imds-replay reads "
             f"format {FORMAT_VERSION} and older (upgrade imds-replay)"
         )
+    return metadata
+
+
+def _entries(path: Path, metadata: Mapping[bytes, bytes] | None) -> tuple[list[Any], bool]:
+    """The file's provenance objects in row order, and whether it is a bundle."""
+    metadata = check_footer(path, metadata)
     try:
         if META_TRACES in metadata:
             entries = orjson.loads(metadata[META_TRACES])

@@ -5,7 +5,6 @@ import tempfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -34,86 +33,9 @@ from replay.store import (
     write_bundle,
     write_trace,
 )
-from replay.timeline import Approval, Snapshot, Trace, format_rfc1123
+from replay.timeline import Trace
 from tests.helpers import T0, simple_trace
-
-text = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40
-)  # any Unicode a Description could hold
-
-
-@st.composite
-def traces(draw: st.DrawFn) -> Trace:
-    """Random valid traces: overlapping events, every field, odd Unicode, approvals."""
-    n_events = draw(st.integers(1, 4))
-    gaps = draw(
-        st.lists(
-            st.floats(0.001, 5000, allow_nan=False),
-            min_size=2 * n_events + 1,
-            max_size=2 * n_events + 1,
-        )
-    )
-    events = []
-    for i in range(n_events):
-        events.append(
-            {
-                "EventId": draw(st.uuids()).__str__().upper() + f"-{i}",
-                "EventStatus": "Scheduled",
-                "EventType": draw(
-                    st.sampled_from(["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"])
-                ),
-                "ResourceType": "VirtualMachine",
-                "Resources": draw(st.lists(text, max_size=3)),
-                "NotBefore": format_rfc1123(T0 + timedelta(seconds=draw(st.integers(0, 10**7)))),
-                "Description": draw(text),
-                "EventSource": draw(st.sampled_from(["Platform", "User"])),
-                "DurationInSeconds": draw(st.integers(-1, 10**6)),
-            }
-        )
-    # Each event appears, then either starts or vanishes; documents change at every step.
-    offset, incarnation = 0.0, draw(st.integers(0, 10**9))
-    snaps = [Snapshot(0.0, {"DocumentIncarnation": incarnation, "Events": []})]
-    live: list[dict[str, Any]] = []
-    actions = (
-        [("add", e) for e in events]
-        + [("start", e) for e in events]
-        + [("drop", e) for e in events]
-    )
-    order = draw(st.permutations(range(len(actions))))
-    done: set[str] = set()
-    for k, gap in zip(order, gaps, strict=False):
-        kind, ev = actions[k]
-        eid = ev["EventId"]
-        if kind == "add" and eid not in done and all(e["EventId"] != eid for e in live):
-            live.append(ev)
-        elif kind == "start" and any(e["EventId"] == eid for e in live):
-            live = [
-                {**e, "EventStatus": "Started", "NotBefore": ""} if e["EventId"] == eid else e
-                for e in live
-            ]
-        elif kind == "drop" and any(e["EventId"] == eid for e in live):
-            live = [e for e in live if e["EventId"] != eid]
-            done.add(eid)
-        else:
-            continue
-        offset += gap
-        incarnation += 1
-        snaps.append(Snapshot(offset, {"DocumentIncarnation": incarnation, "Events": list(live)}))
-    if live:
-        offset += 1
-        snaps.append(Snapshot(offset, {"DocumentIncarnation": incarnation + 1, "Events": []}))
-    approvals = tuple(
-        Approval(draw(st.floats(0, offset)), (e["EventId"],)) for e in events if draw(st.booleans())
-    )
-    return Trace(
-        name=draw(st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)),
-        scenario=draw(st.sampled_from(["live-migration", "other-freeze"])),
-        snapshots=tuple(snaps),
-        approvals=approvals,
-        started_at=draw(st.one_of(st.none(), st.just(T0))),
-        origin=draw(st.sampled_from(["captured", "reference", "synthetic"])),
-        source={"host": draw(text)},
-    )
+from tests.strategies import traces
 
 
 @settings(
