@@ -1,0 +1,182 @@
+"""Ingest throughput against orjson's raw parse rate over the same capture files.
+
+Generates two captures of --lines lines each (a plain shell-loop log polled every second, and
+a capture-format file of changes, heartbeats and errors), then times, best of --repeat:
+  raw:    orjson.loads of every line's JSON (the whole line; after the timestamp for plain logs)
+  parse:  replay.ingest.parse_capture + capture_traces (episodes, labels, validation)
+  ingest: replay.ingest.ingest_file into an empty traces directory (adds the Parquet writes)
+Times are CPU seconds (wall seconds for the Parquet writes, which wait on fsync), best of
+--repeat, raw and parse interleaved. The target is parse >= 50 % of raw.
+
+Run: .venv/bin/python benchmarks/ingest_throughput.py [--lines 200000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from replay.ingest import capture_traces, ingest_file, parse_capture
+from replay.timeline import format_rfc1123
+
+T0 = datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def _event(n: int, status: str, not_before: datetime) -> dict[str, Any]:
+    return {
+        "EventId": f"{n:08X}-0000-4000-8000-000000000000",
+        "EventStatus": status,
+        "EventType": "Freeze",
+        "ResourceType": "VirtualMachine",
+        "Resources": ["vm-0"],
+        "NotBefore": format_rfc1123(not_before) if status == "Scheduled" else "",
+        "Description": "Host server is undergoing maintenance.",
+        "EventSource": "Platform",
+        "DurationInSeconds": 9,
+    }
+
+
+def _changes(every_s: int) -> Iterator[tuple[float, dict[str, Any]]]:
+    """When the document changes: an episode every every_s s (900 s Scheduled, 60 s Started)."""
+    yield 0.0, {"DocumentIncarnation": 1, "Events": []}
+    quiet = every_s - 960
+    for cycle in itertools.count():
+        base = cycle * every_s
+        nb = T0 + timedelta(seconds=base + quiet + 900)
+        yield (
+            base + quiet,
+            {"DocumentIncarnation": 3 * cycle + 2, "Events": [_event(cycle, "Scheduled", nb)]},
+        )
+        yield (
+            base + quiet + 900,
+            {"DocumentIncarnation": 3 * cycle + 3, "Events": [_event(cycle, "Started", T0)]},
+        )
+        yield base + every_s, {"DocumentIncarnation": 3 * cycle + 4, "Events": []}
+
+
+def _stamp(t: float) -> bytes:
+    return (T0 + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+def plain_log(path: Path, lines: int) -> str:
+    """A shell loop polling every second; an episode every 2000 s."""
+    changes = _changes(2000)
+    _, doc = next(changes)
+    upcoming, following = next(changes)
+    body = orjson.dumps(doc)
+    with path.open("wb") as fh:
+        for k in range(lines):
+            if k >= upcoming:
+                body = orjson.dumps(following)
+                upcoming, following = next(changes)
+            fh.write(_stamp(k) + b" " + body + b"\n")
+    return "a poll per second, an episode every 2000 s"
+
+
+def capture_file(path: Path, lines: int, error_every_s: int = 3600) -> str:
+    """What capture writes polling every second: changes (an episode a day), a heartbeat a
+    minute, and a failed poll every error_every_s s (an error line, then the document again).
+    """
+    header = {"format": 1, "url": "bench", "interval_s": 1.0, "host": "bench", "started_at": ""}
+    heartbeats = ((t, "heartbeat", None) for t in itertools.count(60, 60))
+    errors = ((t, "error", None) for t in itertools.count(error_every_s + 0.5, error_every_s))
+    changes = ((t, "document", d) for t, d in _changes(86400))
+    out = [orjson.dumps({"capture": header})]
+    current: Any = None
+    for t, kind, doc in heapq.merge(changes, heartbeats, errors, key=lambda x: x[0]):
+        if len(out) >= lines:
+            break
+        stamp = _stamp(t).decode()
+        if kind == "document":
+            current = doc
+            out.append(orjson.dumps({"t": stamp, "document": doc}))
+        elif kind == "heartbeat":
+            out.append(orjson.dumps({"t": stamp, "heartbeat": {"polls": int(t), "errors": 0}}))
+        else:
+            out.append(orjson.dumps({"t": stamp, "error": "HTTP 410: (empty body)"}))
+            out.append(orjson.dumps({"t": _stamp(t + 1).decode(), "document": current}))
+    path.write_bytes(b"\n".join(out[:lines]) + b"\n")
+    return f"a heartbeat a minute, an episode a day, a failed poll every {error_every_s} s"
+
+
+def raw_plain(path: Path) -> None:
+    loads = orjson.loads
+    with path.open("rb") as fh:
+        for line in fh:
+            loads(line[line.index(b" ") + 1 :])
+
+
+def raw_capture(path: Path) -> None:
+    loads = orjson.loads
+    with path.open("rb") as fh:
+        for line in fh:
+            loads(line)
+
+
+def parse_only(path: Path) -> None:
+    capture_traces(parse_capture(path))
+
+
+def timed(fn: Callable[[], object], clock: Callable[[], float] = time.process_time) -> float:
+    start = clock()
+    fn()
+    return clock() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    try:
+        for name, make, raw in (
+            ("plain log", plain_log, raw_plain),
+            ("capture format", capture_file, raw_capture),
+            ("capture format, error-heavy", lambda p, n: capture_file(p, n, 97), raw_capture),
+        ):
+            path = work / name.replace(" ", "-").replace(",", "")
+            shape = make(path, args.lines)
+            n = sum(1 for _ in path.open("rb"))
+            size_mb = path.stat().st_size / 1e6
+            raw_s = parse_s = full_s = float("inf")
+            for _ in range(args.repeat):  # interleaved, best of: the machine may be shared
+                raw_s = min(raw_s, timed(lambda: raw(path)))  # noqa: B023 - called at once
+                parse_s = min(parse_s, timed(lambda: parse_only(path)))  # noqa: B023
+
+            def full(p: Path = path) -> None:
+                target = work / "traces"
+                shutil.rmtree(target, ignore_errors=True)
+                ingest_file(p, target)
+
+            for _ in range(args.repeat):
+                full_s = min(full_s, timed(full, time.perf_counter))  # fsync is not CPU time
+            episodes = len(capture_traces(parse_capture(path)))
+            print(f"{name} ({shape}): {n} lines, {size_mb:.1f} MB, {episodes} episodes")
+            for label, seconds in (
+                ("orjson raw parse", raw_s),
+                ("ingest parse (no write)", parse_s),
+                ("ingest with Parquet write", full_s),
+            ):
+                print(
+                    f"  {label:26} {n / seconds / 1e3:8.0f} k lines/s "
+                    f"{size_mb / seconds:7.1f} MB/s  ({seconds * 1e3:.0f} ms)"
+                )
+            print(f"  ingest parse / orjson raw = {raw_s / parse_s:.0%} (target >= 50%)")
+            print(f"  ingest with write / orjson raw = {raw_s / full_s:.0%}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

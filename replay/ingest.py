@@ -1,0 +1,583 @@
+"""Capture files -> traces: parse, split into episodes, label scenarios, write to the store.
+
+Two input formats, detected per file from its first non-blank line:
+- the capture format written by `imds-replay capture` (replay.capture): a `{"capture": ...}`
+  header, then `{"t": ..., "document"|"approved"|"error"|"heartbeat": ...}` lines;
+- plain logs from a shell loop: `<ISO-8601 timestamp> <JSON document>` per poll (an empty
+  body, or an IMDS `{"error": ...}` body, is a failed poll).
+
+An episode runs from the empty document before an event appears until the Events array is
+empty again; overlapping events stay in one episode. Its trace starts LEAD_IN_S before the
+first event at the latest observation of the empty document (or at that document's first poll
+when it was seen for less than LEAD_IN_S). A document whose Events equal the previous one's is a
+repeat and collapses into it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from replay.capture import CAPTURE_FORMAT
+from replay.errors import ReplayError
+from replay.reference import LEAD_IN_S
+from replay.timeline import Approval, Snapshot, Trace, document_problems, trace_problems
+
+LEAD_IN = timedelta(seconds=LEAD_IN_S)
+NEVER = datetime.min.replace(tzinfo=UTC)
+PROGRESS_BYTES = 1 << 20
+"""Bytes read between progress callbacks."""
+
+
+class BadLineError(ReplayError):
+    """A line of a capture file that cannot be used; the message is FILE:LINE: why."""
+
+    def __init__(self, path: Path, lineno: int | str, why: str) -> None:
+        super().__init__(f"{path}:{lineno}: {why}")
+        self.path, self.lineno, self.why = path, lineno, why
+
+
+class _Bad(Exception):
+    """Internal: the line being parsed is bad, for this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One episode as parsed: documents (changes only, the first one empty, at the episode's
+    start) with their times and line numbers."""
+
+    docs: tuple[tuple[datetime, dict[str, Any], int], ...]
+
+    @property
+    def start_at(self) -> datetime:
+        return self.docs[0][0]
+
+    @property
+    def end_at(self) -> datetime:
+        return self.docs[-1][0]
+
+    @property
+    def lines(self) -> str:
+        return f"{self.docs[0][2]}-{self.docs[-1][2]}"
+
+
+@dataclass
+class ParsedCapture:
+    """Everything read from one capture file, before anything is written."""
+
+    path: Path
+    format: str
+    header: dict[str, Any]
+    identity: bytes
+    """Bytes that never change as the capture grows (its header or first line)."""
+    lines: int = 0
+    bytes_read: int = 0
+    episodes: list[Episode] = field(default_factory=list)
+    approvals: list[tuple[datetime, tuple[str, ...]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[BadLineError] = field(default_factory=list)
+
+
+def _parse_t(text: Any) -> datetime:
+    """An ISO-8601 timestamp with a zone (str or ASCII bytes), as an aware datetime."""
+    try:
+        moment = datetime.fromisoformat(text if type(text) is str else text.decode())
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        shown = text[:40] if isinstance(text, str | bytes) else text
+        raise _Bad(f"not an ISO-8601 timestamp: {shown!r}") from None
+    if moment.tzinfo is None:
+        raise _Bad(f"timestamp {moment.isoformat()!r} has no zone (add Z or an offset)")
+    # Kept as a datetime: converting every line's time to a float would cost more than orjson.
+    return moment
+
+
+def _diagnose(raw: bytes, lineno: int) -> None:
+    """Raise _Bad saying why a capture line failed the fast path."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Bad(f"not JSON: {exc}") from None
+    if type(line) is not dict:
+        raise _Bad("a capture line must be a JSON object")
+    if "t" not in line:
+        if "capture" in line:
+            raise _Bad("a second capture header; ingest each capture file on its own")
+        raise _Bad(f"no 't' timestamp (keys: {', '.join(sorted(line)) or 'none'})")
+    _parse_t(line["t"])
+    raise AssertionError(f"capture line failed to parse for no known reason: {raw!r}")
+
+
+def _ids(document: dict[str, Any]) -> str:
+    return ", ".join(e["EventId"] for e in document["Events"])
+
+
+class _Parser:
+    """A state machine over one file's lines: quiet -> episode -> quiet, or mid (skipped)."""
+
+    def __init__(self, parsed: ParsedCapture) -> None:
+        self.p = parsed
+        self.doc: dict[str, Any] | None = None  # the current document (first of its repeats)
+        self.doc_line = 0
+        self.body: bytes | None = None  # what followed the timestamp on the last document line
+        self.known = False  # whether the last outcome was a document (heartbeats observe it)
+        self.region = "start"
+        self.quiet_since = NEVER
+        self.quiet_line = 0
+        self.obs: list[datetime] = []
+        self.ep_docs: list[tuple[datetime, dict[str, Any], int]] = []
+        self.handler: Callable[[list[bytes], int, bool], None] | None = None
+
+    def observe(self, t: datetime) -> None:
+        """The quiet document was seen at t; keep only what can still become a start."""
+        if self.region == "quiet":
+            self.obs.append(t)
+
+    def prune(self) -> None:
+        """Forget observations superseded by a later one at least LEAD_IN before the latest.
+
+        Called between blocks of lines: pruning on every line would cost more.
+        """
+        if len(self.obs) > 64:
+            superseded = bisect.bisect_right(self.obs, self.obs[-1] - LEAD_IN) - 1
+            if superseded > 0:
+                del self.obs[:superseded]
+
+    def error(self) -> None:
+        self.known = False
+
+    def document(self, t: datetime, doc: Any, lineno: int) -> None:
+        prev = self.doc
+        if doc == prev:
+            self.known = True
+            self.observe(t)
+            return
+        problems = list(document_problems(doc, "document"))
+        if problems:
+            raise _Bad(problems[0].removeprefix("document: "))
+        events = doc["Events"]
+        inc = doc["DocumentIncarnation"]
+        if prev is None:
+            self._first(t, doc, lineno)
+            return
+        prev_events, prev_inc = prev["Events"], prev["DocumentIncarnation"]
+        if self.region == "quiet" and not events:
+            self._quiet(t, doc, lineno)  # a new empty document; IMDS may reset incarnation
+            return
+        if events == prev_events:
+            if inc < prev_inc:
+                raise _Bad(f"DocumentIncarnation went back from {prev_inc} (line {self.doc_line})")
+            self.known = True
+            return  # an incarnation bump alone is not a change a trace can hold
+        if inc <= prev_inc:
+            raise _Bad(
+                f"Events changed but DocumentIncarnation {inc} is not above {prev_inc} "
+                f"(line {self.doc_line})"
+            )
+        if self.region == "quiet":
+            if t <= self.quiet_since:
+                raise _Bad(f"timestamp is not after the previous document's (line {self.doc_line})")
+            self._open(t, doc, lineno)
+        elif self.region == "episode":
+            if t <= self.ep_docs[-1][0]:
+                raise _Bad(f"timestamp is not after the previous document's (line {self.doc_line})")
+            self.ep_docs.append((t, doc, lineno))
+            if not events:
+                self.p.episodes.append(Episode(tuple(self.ep_docs)))
+                self._quiet(t, doc, lineno)
+        elif not events:  # the end of an event the capture joined late
+            self._quiet(t, doc, lineno)
+        self._set(doc, lineno)
+
+    def _set(self, doc: dict[str, Any], lineno: int) -> None:
+        self.doc, self.doc_line, self.known = doc, lineno, True
+
+    def _first(self, t: datetime, doc: dict[str, Any], lineno: int) -> None:
+        if doc["Events"]:
+            self.region = "mid"
+            self.p.warnings.append(
+                f"{self.p.path}:{lineno}: the capture starts mid-event ({_ids(doc)}); that "
+                "episode's start was not seen, so it is skipped"
+            )
+            self._set(doc, lineno)
+        else:
+            self._quiet(t, doc, lineno)
+
+    def _quiet(self, t: datetime, doc: dict[str, Any], lineno: int) -> None:
+        self.region = "quiet"
+        self.quiet_since, self.quiet_line = t, lineno
+        self.obs.clear()
+        self.obs.append(t)
+        self._set(doc, lineno)
+
+    def _open(self, t: datetime, doc: dict[str, Any], lineno: int) -> None:
+        assert self.doc is not None
+        start = self.quiet_since
+        latest = bisect.bisect_right(self.obs, t - LEAD_IN) - 1  # obs[latest] <= t - LEAD_IN
+        if latest >= 0 and self.obs[latest] > start:
+            start = self.obs[latest]
+        self.region = "episode"
+        self.ep_docs = [(start, self.doc, self.quiet_line), (t, doc, lineno)]
+
+    def finish(self) -> None:
+        if self.region == "episode":
+            self.p.warnings.append(
+                f"{self.p.path}:{self.ep_docs[1][2]}: the episode starting here is still open "
+                f"(the capture ends with {_ids(self.ep_docs[-1][1]) or 'events'} present); "
+                "ingest the file again once the capture has grown"
+            )
+
+    # -- the two line formats ------------------------------------------------------------
+
+    def capture_block(self, block: list[bytes], first: int, skip_bad: bool) -> None:
+        """Capture-format lines; heartbeats, most of a long capture, take the inline path."""
+        loads, fromiso, obs = orjson.loads, datetime.fromisoformat, self.obs
+        observing = self.known and self.region == "quiet"
+        for lineno, raw in enumerate(block, first):
+            try:
+                line = loads(raw)
+                t = fromiso(line["t"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                if raw.strip():
+                    self.guarded(_diagnose, raw, lineno, skip_bad)
+                continue
+            if t.tzinfo is not None:
+                beat = line.get("heartbeat")
+                if type(beat) is dict and "stopped" not in beat:
+                    if observing:
+                        obs.append(t)
+                    continue
+                if beat is None:
+                    if "error" in line and len(line) == 2:
+                        self.known = observing = False
+                        continue
+                    if line.get("document") == self.doc and self.doc is not None:
+                        self.known = True  # the same document again, after an error
+                        observing = self.region == "quiet"
+                        if observing:
+                            obs.append(t)
+                        continue
+            try:
+                self.capture_object(line, t, lineno)
+            except _Bad as bad:
+                _bad_line(self.p, raw, lineno, str(bad), skip_bad)
+            observing = self.known and self.region == "quiet"
+
+    def guarded(
+        self, handle: Callable[[bytes, int], None], raw: bytes, lineno: int, skip_bad: bool
+    ) -> None:
+        """handle(raw, lineno), turning a bad line into an error, a skip or a warning."""
+        try:
+            handle(raw, lineno)
+        except _Bad as bad:
+            _bad_line(self.p, raw, lineno, str(bad), skip_bad)
+
+    def capture_object(self, line: dict[str, Any], t: datetime, lineno: int) -> None:
+        if t.tzinfo is None:
+            raise _Bad(f"timestamp {line['t']!r} has no zone (add Z or an offset)")
+        if "heartbeat" in line:
+            if type(line["heartbeat"]) is not dict:
+                raise _Bad("heartbeat must be a JSON object")
+            if self.known:
+                self.observe(t)
+            if "stopped" in line["heartbeat"]:
+                self.known = False
+        elif "document" in line:
+            self.document(t, line["document"], lineno)
+        elif "approved" in line:
+            ids = line["approved"]
+            if type(ids) is not list or not all(isinstance(i, str) and i for i in ids):
+                raise _Bad("approved must be a list of EventIds")
+            self.p.approvals.append((t, tuple(ids)))
+        elif "error" in line:
+            self.error()
+        else:
+            raise _Bad(f"unknown line kind (keys: {', '.join(sorted(line))})")
+
+    def plain_block(self, block: list[bytes], first: int, skip_bad: bool) -> None:
+        """Plain-log lines; a repeat of the previous document, the common case, skips orjson."""
+        fromiso, obs = datetime.fromisoformat, self.obs
+        for lineno, raw in enumerate(block, first):
+            stamp, _, tail = raw.partition(b" ")
+            if tail == self.body:
+                try:
+                    t = fromiso(stamp.decode())
+                except (ValueError, UnicodeDecodeError):
+                    t = None
+                if t is not None and t.tzinfo is not None:
+                    if self.region == "quiet":
+                        obs.append(t)
+                    continue
+            self.guarded(self.plain_line, raw, lineno, skip_bad)
+
+    def plain_line(self, raw: bytes, lineno: int) -> None:
+        line = raw.strip()
+        if not line:
+            return
+        stamp, _, body = line.partition(b" ")
+        body = body.lstrip()
+        t = _parse_t(stamp)
+        if not body:
+            self.error()  # curl printed nothing: the poll failed
+            return
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _Bad(f"not a JSON document after the timestamp: {exc}") from None
+        if type(doc) is dict and "Events" not in doc and ("error" in doc or "message" in doc):
+            self.error()  # an IMDS error body
+            return
+        self.document(t, doc, lineno)
+        self.body = raw.partition(b" ")[2]
+
+
+def _header(raw: bytes, path: Path) -> dict[str, Any]:
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Bad(f"not a capture header: {exc}") from None
+    header = line.get("capture") if type(line) is dict else None
+    if type(header) is not dict or type(header.get("format")) is not int:
+        raise _Bad('a capture file starts with {"capture": {"format": ..., ...}}')
+    if header["format"] > CAPTURE_FORMAT:
+        raise ReplayError(
+            f"{path}: written in capture format {header['format']}; this build of imds-replay "
+            f"reads format {CAPTURE_FORMAT} and older (upgrade imds-replay)"
+        )
+    result: dict[str, Any] = header
+    return result
+
+
+def parse_capture(
+    path: Path, *, skip_bad: bool = False, on_bytes: Callable[[int], None] | None = None
+) -> ParsedCapture:
+    """Read one capture file (either format) into episodes; raise BadLineError on a bad line.
+
+    With skip_bad, bad lines are skipped and listed in `skipped`. A last line without a
+    newline that does not parse (a capture killed mid-write) is dropped with a warning.
+    on_bytes(n) is called now and then with the bytes read since its previous call.
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ReplayError(f"cannot read {path}: {exc.strerror}") from exc
+    parsed = ParsedCapture(path, "plain", {}, b"")
+    parser = _Parser(parsed)
+    with fh:
+        for raw in fh:
+            parsed.lines += 1
+            if raw.strip():
+                try:
+                    _detect(parsed, parser, raw, parsed.lines)
+                except _Bad as bad:
+                    _bad_line(parsed, raw, parsed.lines, str(bad), skip_bad)
+                break
+        handle = parser.handler
+        # Blocks of about a MiB keep the per-line loops free of progress bookkeeping.
+        while handle is not None and (block := fh.readlines(PROGRESS_BYTES)):
+            handle(block, parsed.lines + 1, skip_bad)
+            parser.prune()
+            parsed.lines += len(block)
+            if on_bytes is not None:
+                on_bytes(fh.tell() - parsed.bytes_read)
+            parsed.bytes_read = fh.tell()
+        if on_bytes is not None and fh.tell() > parsed.bytes_read:
+            on_bytes(fh.tell() - parsed.bytes_read)
+    parser.finish()
+    return parsed
+
+
+def _detect(parsed: ParsedCapture, parser: _Parser, raw: bytes, lineno: int) -> None:
+    """The first non-blank line picks the format and names the capture."""
+    parsed.identity = raw.strip()
+    if raw.lstrip().startswith(b"{"):
+        parsed.format, parser.handler = "capture", parser.capture_block
+        parsed.header = _header(raw, parsed.path)
+    else:
+        parsed.format, parser.handler = "plain", parser.plain_block
+        parser.plain_line(raw, lineno)
+
+
+def _bad_line(parsed: ParsedCapture, raw: bytes, lineno: int, why: str, skip_bad: bool) -> None:
+    if not raw.endswith(b"\n"):
+        parsed.warnings.append(
+            f"{parsed.path}:{lineno}: the last line is cut short (a capture killed "
+            f"mid-write?) and was dropped: {why}"
+        )
+        return
+    error = BadLineError(parsed.path, lineno, why)
+    if not skip_bad:
+        raise error from None
+    parsed.skipped.append(error)
+
+
+# -- episodes -> traces ---------------------------------------------------------------------
+
+
+def scenario_of(trace: Trace) -> str:
+    """The scenario of an episode, from its first event, by the first rule that matches."""
+    event = trace.snapshots[1].events[0]
+    kind, source, event_id = event["EventType"], event["EventSource"], event["EventId"]
+    if not any(
+        e["EventId"] == event_id and e["EventStatus"] == "Started"
+        for snap in trace.snapshots
+        for e in snap.events
+    ):
+        return "canceled-maintenance"
+    if event["EventStatus"] == "Started" and kind == "Reboot":
+        return "host-failure"
+    if kind == "Freeze" and source == "Platform":
+        if "live migration" in event["Description"].casefold():
+            return "live-migration"
+        return "host-maintenance"
+    if kind in ("Reboot", "Redeploy") and source in ("User", "Platform"):
+        return f"{source.lower()}-{kind.lower()}"
+    if kind == "Preempt":
+        return "spot-eviction"
+    if kind == "Terminate":
+        return "terminate"
+    return f"other-{kind.lower()}"
+
+
+def episode_key(parsed: ParsedCapture, episode: Episode) -> str:
+    """A name suffix that stays the same as the capture grows: first EventId + short hash."""
+    t, doc, _ = episode.docs[1]
+    event_id = doc["Events"][0]["EventId"]
+    digest = hashlib.sha256(
+        b"\0".join([parsed.identity, event_id.encode(), t.astimezone(UTC).isoformat().encode()])
+    )
+    short_id = re.sub(r"[^a-z0-9]", "", event_id.lower())[:8] or "event"
+    return f"{short_id}-{digest.hexdigest()[:10]}"
+
+
+def _offset(t: datetime, start: datetime) -> float:
+    return round((t - start).total_seconds(), 6)
+
+
+def episode_trace(parsed: ParsedCapture, episode: Episode, scenario: str | None = None) -> Trace:
+    """The trace of one episode: offsets from its start, its approvals, the capture's metadata."""
+    start, end = episode.start_at, episode.end_at
+    key = episode_key(parsed, episode)
+    ids = {e["EventId"] for _, doc, _ in episode.docs for e in doc["Events"]}
+    approvals = [
+        (t, tuple(i for i in approved if i in ids))
+        for t, approved in parsed.approvals
+        if start <= t <= end
+    ]
+    trace = Trace(
+        name=key,
+        scenario="unlabelled",
+        snapshots=tuple(Snapshot(_offset(t, start), doc) for t, doc, _ in episode.docs),
+        approvals=tuple(Approval(_offset(t, start), a) for t, a in approvals if a),
+        started_at=start.astimezone(UTC),
+        origin="captured",
+        source={
+            "file": parsed.path.name,
+            "format": parsed.format,
+            "capture": parsed.header,
+            "lines": episode.lines,
+            "episode": key,
+        },
+    )
+    label = scenario or scenario_of(trace)
+    return replace(trace, name=f"{label}-{key}", scenario=label)
+
+
+def capture_traces(
+    parsed: ParsedCapture, *, scenario: str | None = None, skip_bad: bool = False
+) -> list[Trace]:
+    """Every episode's trace, validated; a broken episode raises (or is skipped with skip_bad)."""
+    traces = []
+    for episode in parsed.episodes:
+        trace = episode_trace(parsed, episode, scenario)
+        problem = next(trace_problems(trace), None)
+        if problem is None:
+            traces.append(trace)
+            continue
+        error = BadLineError(parsed.path, episode.lines, f"episode: {problem}")
+        if not skip_bad:
+            raise error
+        parsed.skipped.append(error)
+    return traces
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ingest did with one trace: added, updated or unchanged."""
+
+    name: str
+    scenario: str
+    status: str
+    path: Path
+    file: Path
+
+
+def store_trace(trace: Trace, traces_dir: Path, file: Path) -> Outcome:
+    """Write a trace unless the dataset already holds it; replace an older version of it."""
+    from replay.store import read_trace, trace_path, write_trace
+
+    target = trace_path(traces_dir, trace.scenario, trace.name)
+    episode = trace.source["episode"]
+    existing = sorted(traces_dir.glob(f"scenario=*/*-{episode}.parquet"))
+    if existing == [target]:
+        try:
+            if read_trace(target) == trace:
+                return Outcome(trace.name, trace.scenario, "unchanged", target, file)
+        except ReplayError:
+            pass  # a damaged copy is rewritten
+    path = write_trace(trace, traces_dir)
+    for old in existing:
+        if old != path:
+            old.unlink(missing_ok=True)  # the same episode under another scenario
+    return Outcome(trace.name, trace.scenario, "updated" if existing else "added", path, file)
+
+
+@dataclass
+class FileReport:
+    """One ingested file: what was written, what was skipped and why."""
+
+    path: Path
+    outcomes: list[Outcome]
+    warnings: list[str]
+    skipped: list[BadLineError]
+
+
+def ingest_file(
+    path: Path,
+    traces_dir: Path,
+    *,
+    scenario: str | None = None,
+    skip_bad: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Parse and validate every episode of one capture file, then write their traces.
+
+    Nothing from the file is written if any line is bad (unless skip_bad).
+    """
+    if scenario is not None:
+        from replay.store import check_name
+
+        check_name(scenario, "scenario")
+    parsed = parse_capture(path, skip_bad=skip_bad, on_bytes=on_bytes)
+    traces = capture_traces(parsed, scenario=scenario, skip_bad=skip_bad)
+    outcomes = [store_trace(trace, traces_dir, path) for trace in traces]
+    return FileReport(path, outcomes, parsed.warnings, parsed.skipped)
+
+
+def summarize(reports: list[FileReport]) -> dict[str, dict[str, int]]:
+    """Traces added, updated and unchanged per scenario, scenarios sorted."""
+    table: dict[str, dict[str, int]] = {}
+    for outcome in (o for report in reports for o in report.outcomes):
+        row = table.setdefault(outcome.scenario, {"added": 0, "updated": 0, "unchanged": 0})
+        row[outcome.status] += 1
+    return dict(sorted(table.items()))
