@@ -189,6 +189,22 @@ def serve(
     recorded_approvals: Annotated[
         bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
     ] = False,
+    rate_limit: Annotated[
+        int | None, typer.Option(help="IMDS requests per second per client; more get 429")
+    ] = None,
+    warm_up: Annotated[
+        float, typer.Option(help="Wall seconds at a session's start answered slowly")
+    ] = 0.0,
+    faults: Annotated[
+        Path | None, typer.Option(help="JSON playbook of failures in trace-time windows")
+    ] = None,
+    fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IMDS_REPLAY_TOKEN", help="Needed by the control API and page (non-loopback)"
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     traces_dir: TracesDir = None,
 ) -> None:
@@ -201,15 +217,25 @@ def serve(
     from aiohttp import web
 
     from replay.clock import SystemClock
+    from replay.faults import FaultPlan, load_playbook
     from replay.registry import DEFAULT, SessionRegistry, parse_speed
     from replay.server import make_app
     from replay.session import SessionOptions, Start
     from replay.store import load_trace
 
+    loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    if not loopback and not token:
+        raise ReplayError(
+            f"binding {host} exposes the control API and page: give --token (or set "
+            "IMDS_REPLAY_TOKEN); the IMDS routes stay open as on a real VM"
+        )
+    playbook = load_playbook(faults) if faults is not None else None
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
     clock = SystemClock()
     directory = resolve_dir(traces_dir)
-    registry = SessionRegistry(directory, clock)
+    registry = SessionRegistry(
+        directory, clock, rate_limit=rate_limit, warm_up_s=warm_up, token=token
+    )
     factor = parse_speed(speed)
     names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
     if trace is not None:
@@ -223,7 +249,9 @@ def serve(
             approval_delay_s=approval_delay,
             recorded_approvals=recorded_approvals,
         )
-        registry.create(DEFAULT, t, options)
+        session = registry.create(DEFAULT, t, options)
+        if playbook is not None:
+            session.faults = FaultPlan(playbook, seed=fault_seed)
         wall = t.duration_s / factor
         err.print(
             f"replaying {t.name} ({t.scenario}, {t.origin}) at {factor:g}x: "
@@ -247,6 +275,14 @@ def serve(
                     )
     else:
         err.print("idle: start a session with POST /replay/sessions", highlight=False)
+        if playbook is not None:
+            registry.sessions[DEFAULT].faults = FaultPlan(playbook, seed=fault_seed)
+    if not loopback:
+        err.print(
+            f"warning: {host}:{port} exposes IMDS to anyone who can reach it; the control API, "
+            "page and streams need the token",
+            highlight=False,
+        )
 
     def ready(_: str) -> None:
         # run_app calls this once the socket is bound: scripts can wait for this line.

@@ -5,6 +5,7 @@ Every answer is JSON; every error has one shape: {"error": {"status": N, "messag
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from replay.errors import ReplayError, TraceNotFoundError
+from replay.faults import FaultPlan, parse_playbook
 from replay.registry import parse_speed
 from replay.session import Session, SessionOptions, Start
 
@@ -31,6 +33,22 @@ def control_error(status: int, message: str) -> web.Response:
     return json_response({"error": {"status": status, "message": message}}, status)
 
 
+def check_token(request: web.Request) -> web.Response | None:
+    """None when the request may use the control API, page and streams; else its 401."""
+    from replay.server import REGISTRY
+
+    token = request.app[REGISTRY].token
+    if token is None:
+        return None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    given = given or request.query.get("token", "")
+    if hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    return control_error(
+        401, "this server needs its token: 'Authorization: Bearer TOKEN' or '?token=TOKEN'"
+    )
+
+
 class ControlError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -42,6 +60,9 @@ def control(handler: Handler) -> Handler:
 
     @wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
+        denied = check_token(request)
+        if denied is not None:
+            return denied
         try:
             return await handler(request)
         except ControlError as exc:
@@ -237,6 +258,32 @@ async def documents(request: web.Request) -> web.Response:
         content_type="application/json",
         charset="utf-8",
     )
+
+
+@routes.put("/replay/sessions/{session}/faults")
+@control
+async def load_faults(request: web.Request) -> web.Response:
+    """Load a fault playbook into a running session: a list of windows, or {playbook, seed}."""
+    session = session_of(request)
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ControlError(400, f"body is not JSON: {exc}") from None
+    seed = 0
+    if isinstance(body, dict):
+        seed = _field(body, "seed", int, 0)
+        body = body.get("playbook")
+    session.faults = FaultPlan(parse_playbook(body, "playbook"), seed=seed)
+    return json_response(session.status())
+
+
+@routes.delete("/replay/sessions/{session}/faults")
+@control
+async def clear_faults(request: web.Request) -> web.Response:
+    session = session_of(request)
+    session.faults = None
+    return json_response(session.status())
 
 
 @routes.get("/replay/openapi.json")

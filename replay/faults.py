@@ -9,10 +9,13 @@ random generator, so a run is reproducible.
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from replay.errors import ReplayError
 
@@ -88,13 +91,23 @@ def parse_playbook(data: Any, source: str = "playbook") -> tuple[FaultWindow, ..
     return tuple(windows)
 
 
+def load_playbook(path: Path) -> tuple[FaultWindow, ...]:
+    """Read and validate a playbook file; errors name the file."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise PlaybookError(f"{path}: cannot read the playbook: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise PlaybookError(f"{path}: not JSON: {exc}") from None
+    return parse_playbook(data, str(path))
+
+
 @dataclass
 class FaultPlan:
-    """A playbook in force on a session, with its own seeded draws and counts."""
+    """A playbook in force on a session, with its own seeded draws."""
 
     windows: Sequence[FaultWindow]
     seed: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -105,7 +118,6 @@ class FaultPlan:
             if window.from_s <= offset_s < window.to_s and (
                 window.probability >= 1 or self._rng.random() < window.probability
             ):
-                self.counts[window.describe()] += 1
                 return window
         return None
 

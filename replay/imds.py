@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
+from multidict import istr
 
 from replay.schedule import Transition
 from replay.timeline import format_rfc1123
@@ -21,6 +22,7 @@ VERSIONS = (
     "2019-08-01",
     "2020-07-01",
 )
+VERSION_SET = frozenset(VERSIONS)
 NEWEST_VERSIONS = ["2020-07-01", "2019-08-01", "2019-04-01"]
 BASE_FIELDS = ("EventId", "EventStatus", "EventType", "ResourceType", "Resources", "NotBefore")
 ADDED_FIELDS = {
@@ -67,6 +69,11 @@ ERR_BODY = "Bad request. The request body is not a valid StartRequests document"
 ERR_TOO_MANY = "Too many requests"
 
 
+# istr: a CIMultiDict looks these up without case-folding the name on every request.
+METADATA = istr("Metadata")
+X_FORWARDED_FOR = istr("X-Forwarded-For")
+
+
 class Rejection(NamedTuple):
     """An IMDS error answer: status and body."""
 
@@ -75,12 +82,12 @@ class Rejection(NamedTuple):
 
 
 def check_request(
-    headers: Mapping[str, str], query: Mapping[str, str], versions: Sequence[str] = VERSIONS
+    headers: Mapping[str, str], query: Mapping[str, str], versions: Collection[str] = VERSION_SET
 ) -> str | Rejection:
     """The api-version of a valid IMDS request (headers case-insensitive), or its 400 answer."""
-    if "X-Forwarded-For" in headers:
+    if X_FORWARDED_FOR in headers:
         return Rejection(400, error_body(ERR_FORWARDED))
-    if headers.get("Metadata", "").lower() != "true":
+    if headers.get(METADATA, "").lower() != "true":
         return Rejection(400, error_body(ERR_METADATA))
     version = query.get("api-version")
     if not version:

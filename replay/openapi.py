@@ -85,6 +85,14 @@ SPEC: dict[str, Any] = {
             {"seconds": {"type": "number", "minimum": 0}},
         ),
         "/replay/sessions/{session}/speed": _session_path("Change the speed", {"speed": _SPEED}),
+        "/replay/sessions/{session}/faults": {
+            "parameters": [_SESSION],
+            "put": _op(
+                "Load a fault playbook (a list of windows, or {playbook, seed})",
+                {"playbook": {"type": "array"}, "seed": {"type": "integer"}},
+            ),
+            "delete": _op("Remove the session's fault playbook"),
+        },
         "/replay/sessions/{session}/documents": {
             "parameters": [_SESSION],
             "get": _op("The documents the session's IMDS endpoint has served, in order"),

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from replay.clock import Clock
 from replay.errors import ReplayError, SpeedError, TraceNotFoundError
+from replay.faults import RateLimiter
 from replay.reference import dev_speed
 from replay.session import IDLE_TRACE, Pushed, Session, SessionOptions
 from replay.timeline import Trace
 
 DEFAULT = "default"
 SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_SPEED = 0.001
 SPEED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(x|%)?\s*$", re.IGNORECASE)
 
 
@@ -32,18 +34,34 @@ def parse_speed(text: str | float) -> float:
                 "(= 60), or a percentage like 200%"
             )
         value = float(match.group(1)) / (100 if match.group(2) == "%" else 1)
-    if not 0 < value <= 1_000_000:
-        raise SpeedError(f"speed {text!r} must be above 0 and at most 1000000x")
+    if not MIN_SPEED <= value <= 1_000_000:
+        # Slower, a trace's end lies past the year 9999 and its NotBefore cannot be written.
+        raise SpeedError(f"speed {text!r} must be at least {MIN_SPEED:g}x and at most 1000000x")
     return value
 
 
 class SessionRegistry:
     """Named sessions; `default` always exists (idle until given a trace)."""
 
-    def __init__(self, traces_dir: Path, clock: Clock, *, max_sessions: int = 100_000) -> None:
+    def __init__(
+        self,
+        traces_dir: Path,
+        clock: Clock,
+        *,
+        max_sessions: int = 100_000,
+        rate_limit: int | None = None,
+        warm_up_s: float = 0.0,
+        token: str | None = None,
+    ) -> None:
         self.traces_dir = traces_dir
         self.clock = clock
         self.max_sessions = max_sessions
+        self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+        """IMDS requests per second per client address; more get 429 (off when None)."""
+        self.warm_up_s = warm_up_s
+        """Wall seconds at a session's start during which IMDS answers slowly."""
+        self.token = token
+        """When set, the control API, page and streams need it (the IMDS routes never do)."""
         self._traces: dict[str, Trace] = {}
         self.listeners: dict[str, set[Callable[[Pushed], None]]] = {}
         """Push subscribers by session name: they outlive a session replaced under that name."""
@@ -68,6 +86,9 @@ class SessionRegistry:
             check_name(name)
         except ReplayError:
             raise TraceNotFoundError(name, self.trace_names()) from None
+        if name.endswith(".parquet"):
+            # load_trace reads a name ending in .parquet as a path (from the server's cwd).
+            raise TraceNotFoundError(name, self.trace_names())
         trace = load_trace(self.traces_dir, name)
         self._traces[name] = trace
         return trace
@@ -102,6 +123,8 @@ class SessionRegistry:
                 follow = old.current("2020-07-01").incarnation + 1
                 options = replace(options, first_incarnation=follow)
         session = Session(name, trace, self.clock, options, self.listeners.setdefault(name, set()))
+        if self.warm_up_s > 0:
+            session.warm_until = self.clock.now() + self.warm_up_s
         self.sessions[name] = session
         session.start_ticker()
         return session

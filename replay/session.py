@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +23,7 @@ import orjson
 
 from replay.clock import Clock
 from replay.errors import ReplayError
+from replay.faults import FaultPlan, FaultWindow
 from replay.imds import render
 from replay.reference import event_id_for
 from replay.schedule import Schedule, Transition, build_schedule
@@ -30,6 +31,8 @@ from replay.timeline import Snapshot, Trace
 
 log = logging.getLogger("imds_replay")
 
+MAX_ADVANCE_S = 1e9
+"""The longest move forward in one advance (trace seconds, about 31 years)."""
 VIRTUAL_EPOCH = datetime(2025, 7, 1, tzinfo=UTC)
 """Wall time of offset 0 in virtual time when a trace does not know its own."""
 IDLE_TRACE = Trace(
@@ -137,6 +140,11 @@ class Session:
         self._ticker: asyncio.Task[None] | None = None
         self._last_pushed: tuple[int, int] | None = None
         self.transitions_seen = 0
+        self.faults: FaultPlan | None = None
+        """A playbook of failures in trace-time windows, loaded by the user."""
+        self.warm_until: float | None = None
+        """Monotonic instant until which IMDS requests wait, like a service enabling itself."""
+        self.fault_counts: Counter[str] = Counter()
         if self.options.start is Start.now:
             self._set_anchor(0.0, State.running)
         elif self.options.start is Start.virtual:
@@ -185,6 +193,14 @@ class Session:
         """An IMDS request arrived: a session waiting for its first request starts now."""
         if self.state is State.waiting:
             self._set_anchor(0.0, State.running)
+
+    def poll(self, version: str) -> Served:
+        """An IMDS GET: touch(), then the current document (the server's hot path)."""
+        fast = self._fast
+        if fast is not None and self.clock.now() < fast[0] and fast[1] == version:
+            return fast[2]  # _fast is only kept once started: touch() would do nothing
+        self.touch()
+        return self.current(version)
 
     # -- control ---------------------------------------------------------------------------
     def pause(self) -> None:
@@ -247,8 +263,9 @@ class Session:
         """Move trace time forward by seconds, or to the next transition; return the position."""
         if seconds is None:
             return self.step() or self.position()
-        if seconds < 0:
-            raise ReplayError("advance takes a positive number of trace seconds")
+        if not 0 <= seconds <= MAX_ADVANCE_S:
+            # Far beyond, positions lose their precision and incarnations their 64 bits.
+            raise ReplayError(f"advance takes 0 to {MAX_ADVANCE_S:g} trace seconds at a time")
         pos = self.position() + seconds
         if not self.looping:
             pos = min(pos, self.duration_s)
@@ -263,18 +280,37 @@ class Session:
             return cached
         first = self.options.first_incarnation
         if rnd > 0:
-            first = self.schedule(rnd - 1).transitions[-1].incarnation
-        approvals = list(self._round_approvals.get(rnd, ()))
-        if self.options.recorded_approvals:
-            recorded = enumerate(self.trace.approvals)
-            approvals += [(a.offset_s, e, batch) for batch, a in recorded for e in a.event_ids]
-        built = build_schedule(
-            self.trace, approvals, delay_s=self.options.approval_delay_s, first_incarnation=first
-        )
+            first = self._last_incarnation(rnd - 1)
+        built = self._build(self._round_approvals.get(rnd, ()), first)
         for old in [r for r in self._schedules if r < rnd - 1]:
             del self._schedules[old]
         self._schedules[rnd] = built
         return built
+
+    def _build(self, approvals: Sequence[tuple[float, str, int]], first: int | None) -> Schedule:
+        """A round's schedule from its own approvals (and the recorded ones, if played)."""
+        approvals = list(approvals)
+        if self.options.recorded_approvals:
+            recorded = enumerate(self.trace.approvals)
+            approvals += [(a.offset_s, e, batch) for batch, a in recorded for e in a.event_ids]
+        return build_schedule(
+            self.trace, approvals, delay_s=self.options.approval_delay_s, first_incarnation=first
+        )
+
+    def _last_incarnation(self, rnd: int) -> int:
+        """The last incarnation of a round, without building (or recursing through) every round
+        before it: a round without approvals of its own adds the same count as any other."""
+        below = [r for r in self._schedules if r <= rnd] or [0]
+        base = max(below)
+        if any(base < r <= rnd for r in self._round_approvals):
+            for r in range(base + 1, rnd + 1):
+                self.schedule(r)
+            base = rnd
+        last = self.schedule(base).transitions[-1].incarnation
+        if base == rnd:
+            return last
+        plain = self._build((), None).transitions
+        return last + (rnd - base) * (plain[-1].incarnation - plain[0].incarnation)
 
     def event_id(self, rnd: int, original: str) -> str:
         """The EventId served in a round: the trace's own in round 0, fresh ones after."""
@@ -306,8 +342,8 @@ class Session:
         if record and self._last_served != (rnd, index):
             self._last_served = (rnd, index)
             self.documents.append(served.body)
-        recorded = self._last_served == (rnd, index)
-        self._fast = (self._current_until(rnd, off, sched), version, served) if recorded else None
+        keep = self._last_served == (rnd, index) and self.state is not State.waiting
+        self._fast = (self._current_until(rnd, off, sched), version, served) if keep else None
         return served
 
     def _current_until(self, rnd: int, off: float, sched: Schedule) -> float:
@@ -478,4 +514,24 @@ class Session:
                 for a in self.approvals
             ],
             "document": orjson.loads(served.body),
+            "faults": {
+                "windows": len(self.faults.windows) if self.faults else 0,
+                "injected": dict(self.fault_counts),
+            },
         }
+
+    def draw_fault(self) -> FaultWindow | None:
+        """The playbook's fault for a request now (by trace offset), counted and logged."""
+        if self.faults is None:
+            return None
+        offset = self.split(self.position())[1]
+        window = self.faults.draw(offset)
+        if window is not None:
+            self.count_fault(window.describe(), offset)
+        return window
+
+    def count_fault(self, kind: str, offset_s: float | None = None) -> None:
+        """Count an injected failure in the status and log it as a JSON line."""
+        self.fault_counts[kind] += 1
+        line = {"event": "fault", "session": self.name, "fault": kind, "offset_s": offset_s}
+        log.info("%s", orjson.dumps(line).decode())

@@ -50,8 +50,12 @@ def _registry(request: web.Request) -> SessionRegistry:
 
 
 def _missing(request: web.Request) -> web.Response | None:
-    from replay.control import control_error
+    """The 401 or 404 answer when the stream cannot be opened, else None."""
+    from replay.control import check_token, control_error
 
+    denied = check_token(request)
+    if denied is not None:
+        return denied
     name = request.match_info["session"]
     if _registry(request).get(name) is None:
         return control_error(404, f"no session {name!r} (GET /replay/sessions lists them)")

@@ -51,7 +51,6 @@ def test_windows_fire_inside_their_trace_time_only() -> None:
     assert plan.draw(120) is not None
     assert plan.draw(179.999) is not None
     assert plan.draw(180) is None
-    assert plan.counts == {"status 500": 2}
 
 
 def test_probability_draws_are_seeded_and_reproducible() -> None:

@@ -13,8 +13,13 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 """Revalidate on each load (ETag / Last-Modified): an upgraded server never shows a stale page."""
 
 
-async def page(request: web.Request) -> web.FileResponse:
-    """GET /: the control page."""
+async def page(request: web.Request) -> web.StreamResponse:
+    """GET /: the control page (with ?token=TOKEN when the server has one)."""
+    from replay.control import check_token
+
+    denied = check_token(request)
+    if denied is not None:
+        return denied
     return web.FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
 
 

@@ -30,8 +30,11 @@ const view = {
 
 // ---- HTTP ------------------------------------------------------------------------------------
 
+// A server bound beyond loopback needs its token: open the page as /?token=TOKEN.
+const TOKEN = new URLSearchParams(location.search).get("token");
+
 async function api(method, path, body) {
-  const init = { method, headers: {} };
+  const init = { method, headers: TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {} };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -391,7 +394,8 @@ function connect() {
   }
   const name = view.name;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/s/${enc(name)}/stream`);
+  const auth = TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : "";
+  const socket = new WebSocket(`${scheme}://${location.host}/s/${enc(name)}/stream${auth}`);
   view.socket = socket;
   setConnection("connecting", "connecting…");
   socket.addEventListener("open", () => {
