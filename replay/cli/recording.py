@@ -1,0 +1,202 @@
+"""Commands that record real VMs: capture on the VM, ingest at home."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from replay.cli import (
+    Format,
+    FormatOpt,
+    TracesDir,
+    app,
+    err,
+    print_json,
+    print_table,
+    resolve_dir,
+    user_errors,
+)
+from replay.errors import ReplayError
+
+
+class ApprovePolicy(StrEnum):
+    none = "none"
+    user = "user"
+    all = "all"
+
+
+@app.command()
+@user_errors
+def capture(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Scheduled Events endpoint (default: IMDS, http://169.254.169.254/metadata/"
+            "scheduledevents?api-version=2020-07-01)",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls")] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds", show_default=False)
+    ] = None,
+    until_events: Annotated[
+        int | None,
+        typer.Option(help="Stop once N events have completed (seen, then gone)", min=1),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Capture file; an existing one is continued (default: capture-<host>.jsonl)",
+            show_default=False,
+        ),
+    ] = None,
+    approve: Annotated[
+        ApprovePolicy,
+        typer.Option(help="Approve Scheduled events at once: none, user (EventSource User), all"),
+    ] = ApprovePolicy.none,
+) -> None:
+    """Record what IMDS Scheduled Events shows this VM into a crash-safe capture file.
+
+    Every change, error and approval becomes one fsynced JSON line, plus a heartbeat each minute.
+
+    Stops at --duration, after --until-events, or on Ctrl-C or SIGTERM.
+
+    Example: imds-replay capture --approve user --until-events 1 --out vm1.jsonl
+    """
+    import re
+    import socket
+    from contextlib import nullcontext
+
+    from rich.live import Live
+    from rich.text import Text
+
+    from replay.capture import DEFAULT_URL, CaptureStats, format_status, run_capture
+
+    if out is None:
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "vm"
+        out = Path(f"capture-{host}.jsonl")
+    live = Live(console=err, refresh_per_second=4, transient=True) if err.is_terminal else None
+
+    def status(stats: CaptureStats) -> None:
+        if live is not None:
+            live.update(Text(format_status(stats), no_wrap=True, overflow="ellipsis"))
+
+    def started() -> None:
+        err.print(f"capturing into {out} (Ctrl-C stops)", highlight=False)
+
+    with live if live is not None else nullcontext():
+        stats = run_capture(
+            url or DEFAULT_URL,
+            out,
+            interval_s=interval,
+            duration_s=duration,
+            until_events=until_events,
+            approve=approve.value,
+            on_poll=status,
+            on_start=started,
+        )
+    err.print(f"stopped ({stats.stopped}): {format_status(stats)}", highlight=False)
+
+
+@app.command()
+@user_errors
+def ingest(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Capture files: imds-replay capture output or plain poll logs"),
+    ],
+    traces_dir: TracesDir = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="Label every episode with this scenario", show_default=False),
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip bad lines instead of rejecting the file")
+    ] = False,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Turn capture files into traces, one per episode, labelled by scenario.
+
+    Ingesting a file again adds nothing; a capture that grew adds only its new episodes.
+
+    A file with a bad line is not written at all unless --skip-bad.
+
+    Example: imds-replay ingest vm1.jsonl vm2.log --traces-dir traces
+    """
+    from contextlib import nullcontext
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from replay.ingest import FileReport, ingest_file, summarize
+
+    directory = resolve_dir(traces_dir)
+    reports: list[FileReport] = []
+    failures: list[str] = []
+    progress = (
+        Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err)
+        if err.is_terminal
+        else None
+    )
+    with progress if progress is not None else nullcontext():
+        total = sum(f.stat().st_size for f in files if f.is_file())
+        task = progress.add_task("ingesting", total=total) if progress is not None else None
+
+        def advance(n: int) -> None:
+            if progress is not None and task is not None:
+                progress.advance(task, n)
+
+        for path in files:
+            if progress is not None and task is not None:
+                progress.update(task, description=path.name)
+            try:
+                reports.append(
+                    ingest_file(
+                        path, directory, scenario=scenario, skip_bad=skip_bad, on_bytes=advance
+                    )
+                )
+            except ReplayError as exc:
+                failures.append(f"{exc}; nothing from {path} was written (fix it or --skip-bad)")
+    for report in reports:
+        for warning in report.warnings:
+            err.print(f"warning: {warning}", markup=False, highlight=False)
+        for bad in report.skipped[:20]:
+            err.print(f"skipped: {bad}", markup=False, highlight=False)
+        if len(report.skipped) > 20:
+            err.print(f"skipped {len(report.skipped) - 20} more bad lines", highlight=False)
+    by_scenario = summarize(reports)
+    if format is Format.json:
+        print_json(
+            {
+                "traces_dir": str(directory),
+                "by_scenario": by_scenario,
+                "traces": [
+                    {
+                        "name": o.name,
+                        "scenario": o.scenario,
+                        "status": o.status,
+                        "path": str(o.path),
+                        "file": str(o.file),
+                    }
+                    for r in reports
+                    for o in r.outcomes
+                ],
+                "warnings": [w for r in reports for w in r.warnings],
+                "skipped": [str(b) for r in reports for b in r.skipped],
+                "errors": failures,
+            }
+        )
+    else:
+        rows = [(s, c["added"], c["updated"], c["unchanged"]) for s, c in by_scenario.items()]
+        print_table(
+            f"{len(reports)} of {len(files)} files ingested into {directory}",
+            ["scenario", "added", "updated", "unchanged"],
+            rows,
+        )
+    for failure in failures:
+        err.print(f"error: {failure}", markup=False, highlight=False)
+    if failures:
+        raise typer.Exit(2)

@@ -1,0 +1,197 @@
+"""Commands that replay: serve over HTTP, push outbound."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from replay.cli import (
+    TracesDir,
+    app,
+    err,
+    out,
+    resolve_dir,
+    user_errors,
+)
+from replay.errors import ReplayError
+
+
+class StartMode(StrEnum):
+    first_request = "first-request"
+    now = "now"
+
+
+@app.command()
+@user_errors
+def serve(
+    trace: Annotated[
+        str | None, typer.Option("--trace", help="Trace name or .parquet path; idle without")
+    ] = None,
+    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
+    resources: Annotated[
+        str | None, typer.Option(help="Comma-separated VM names to put in every event")
+    ] = None,
+    start: Annotated[
+        StartMode, typer.Option(help="Start the replay clock at the first IMDS request, or now")
+    ] = StartMode.first_request,
+    approval_delay: Annotated[
+        float, typer.Option(help="Trace seconds between an approval and the event's start")
+    ] = 0.0,
+    recorded_approvals: Annotated[
+        bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
+    ] = False,
+    rate_limit: Annotated[
+        int | None, typer.Option(help="IMDS requests per second per client; more get 429")
+    ] = None,
+    warm_up: Annotated[
+        float, typer.Option(help="Wall seconds at a session's start answered slowly")
+    ] = 0.0,
+    faults: Annotated[
+        Path | None, typer.Option(help="JSON playbook of failures in trace-time windows")
+    ] = None,
+    fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IMDS_REPLAY_TOKEN", help="Needed by the control API and page (non-loopback)"
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    traces_dir: TracesDir = None,
+) -> None:
+    """Serve IMDS Scheduled Events from a trace, on 127.0.0.1:8080 by default.
+
+    Example: imds-replay serve --trace live-migration --speed dev
+    """
+    import logging
+
+    from aiohttp import web
+
+    from replay.clock import SystemClock
+    from replay.faults import FaultPlan, load_playbook
+    from replay.registry import DEFAULT, SessionRegistry, parse_speed
+    from replay.server import make_app
+    from replay.session import SessionOptions, Start
+    from replay.store import load_trace
+
+    loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    if not loopback and not token:
+        raise ReplayError(
+            f"binding {host} exposes the control API and page: give --token (or set "
+            "IMDS_REPLAY_TOKEN); the IMDS routes stay open as on a real VM"
+        )
+    playbook = load_playbook(faults) if faults is not None else None
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
+    clock = SystemClock()
+    directory = resolve_dir(traces_dir)
+    registry = SessionRegistry(
+        directory, clock, rate_limit=rate_limit, warm_up_s=warm_up, token=token
+    )
+    factor = parse_speed(speed)
+    names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
+    if trace is not None:
+        t = load_trace(directory, trace)
+        registry.add_trace(t)
+        options = SessionOptions(
+            speed=factor,
+            loop=loop,
+            resources=names,
+            start=Start(start.value),
+            approval_delay_s=approval_delay,
+            recorded_approvals=recorded_approvals,
+        )
+        session = registry.create(DEFAULT, t, options)
+        if playbook is not None:
+            session.faults = FaultPlan(playbook, seed=fault_seed)
+        wall = t.duration_s / factor
+        err.print(
+            f"replaying {t.name} ({t.scenario}, {t.origin}) at {factor:g}x: "
+            f"{t.duration_s:g} s of trace take {wall:.3g} s"
+            + (", looping" if loop else "")
+            + (
+                "; the clock starts at the first request"
+                if start is StartMode.first_request
+                else ""
+            ),
+            highlight=False,
+        )
+        for lc in t.lifecycles.values():
+            if lc.not_before_s is not None and lc.scheduled_s is not None:
+                notice = (lc.not_before_s - lc.scheduled_s) / factor
+                if notice < 1:
+                    err.print(
+                        f"warning: {lc.event_id} gets {notice:.2f} s of notice at {factor:g}x "
+                        "(NotBefore has whole seconds; slow down to see it)",
+                        highlight=False,
+                    )
+    else:
+        err.print("idle: start a session with POST /replay/sessions", highlight=False)
+        if playbook is not None:
+            registry.sessions[DEFAULT].faults = FaultPlan(playbook, seed=fault_seed)
+    if not loopback:
+        err.print(
+            f"warning: {host}:{port} exposes IMDS to anyone who can reach it; the control API, "
+            "page and streams need the token",
+            highlight=False,
+        )
+
+    def ready(_: str) -> None:
+        # run_app calls this once the socket is bound: scripts can wait for this line.
+        err.print(
+            f"IMDS at http://{host}:{port}/metadata/scheduledevents?api-version=2020-07-01 "
+            f"(control API: http://{host}:{port}/replay/; Ctrl-C stops)",
+            highlight=False,
+        )
+
+    web.run_app(
+        make_app(registry, clock=clock),
+        host=host,
+        port=port,
+        print=ready,
+        access_log=logging.getLogger("aiohttp.access") if log_level == "debug" else None,
+    )
+
+
+@app.command()
+@user_errors
+def push(
+    trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
+    to: Annotated[str, typer.Option("--to", help="ws(s):// server or http(s):// webhook URL")],
+    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
+    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
+    attempts: Annotated[int, typer.Option(help="Webhook tries per document")] = 5,
+    traces_dir: TracesDir = None,
+) -> None:
+    """Replay a trace outbound: one message per document to a WebSocket server or webhook.
+
+    Example: imds-replay push --trace live-migration --speed dev --to http://127.0.0.1:9000/hook
+    """
+    import asyncio
+
+    from replay.clock import SystemClock
+    from replay.push import check_target, push_trace
+    from replay.registry import parse_speed
+    from replay.store import load_trace
+
+    check_target(to)
+    t = load_trace(resolve_dir(traces_dir), trace)
+    factor = parse_speed(speed)
+    err.print(f"pushing {t.name} at {factor:g}x to {to} ({t.duration_s / factor:.3g} s)")
+    report = asyncio.run(
+        push_trace(t, to, clock=SystemClock(), speed=factor, loop=loop, attempts=attempts)
+    )
+    for problem in report.errors:
+        err.print(f"failed: {problem}", markup=False, highlight=False)
+    out.print(
+        f"{report.delivered} delivered, {report.failed} failed, {report.retries} retries",
+        highlight=False,
+    )
+    if report.failed:
+        raise typer.Exit(1)
