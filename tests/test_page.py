@@ -249,6 +249,14 @@ def test_page_steps_seeks_resumes_pauses_and_stops_a_session(
         expect(page.locator("#session-meta")).to_contain_text("60x")
         assert control_get(base, "/replay/sessions/manual")["speed"] == 60
 
+        playbook = '[{"from_s": 0, "to_s": 120, "status": 503}]'
+        page.get_by_label("Windows in trace seconds (JSON)").fill(playbook)
+        page.get_by_role("button", name="Load this fault playbook into the session").click()
+        expect(page.locator("#faults-count")).to_have_text("1 window(s), 0 injected")
+        assert control_get(base, "/replay/sessions/manual")["faults"]["windows"] == 1
+        page.get_by_role("button", name="Remove the fault playbook").click()
+        expect(page.locator("#faults-count")).to_have_text("none")
+
         page.get_by_role("button", name="Stop the session").click()
         expect(page.locator("#session-title")).to_have_text("default")
         names = [s["name"] for s in control_get(base, "/replay/sessions")]

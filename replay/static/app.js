@@ -191,6 +191,7 @@ async function refreshStatus() {
 function applyStatus(status) {
   view.statusSeq += 1; // an older status still on its way must not overwrite this one
   view.status = status;
+  showFaults(status.faults);
   view.statusAt = performance.now();
   const next = status.next_transition;
   if (next && next.at && next.in_s !== null) {
@@ -611,6 +612,40 @@ async function control(action, body) {
   }
 }
 
+function showFaults(faults) {
+  const injected = faults ? Object.values(faults.injected).reduce((a, b) => a + b, 0) : 0;
+  $("faults-count").textContent = faults && (faults.windows || injected)
+    ? `${faults.windows} window(s), ${injected} injected`
+    : "none";
+}
+
+async function loadFaults(event) {
+  event.preventDefault();
+  let playbook;
+  try {
+    playbook = JSON.parse($("faults-playbook").value);
+  } catch (err) {
+    toast(`The playbook is not JSON: ${err.message}`, true);
+    return;
+  }
+  await faultsCall("PUT", playbook, "Fault playbook loaded");
+}
+
+async function clearFaults() {
+  await faultsCall("DELETE", undefined, "Fault playbook removed");
+}
+
+async function faultsCall(method, body, done) {
+  const name = view.name;
+  try {
+    const status = await api(method, `${sessionPath(name)}/faults`, body);
+    if (name === view.name) applyStatus(status);
+    toast(done);
+  } catch (err) {
+    toast(err.message, true);
+  }
+}
+
 async function stopSession() {
   const name = view.name;
   try {
@@ -656,6 +691,8 @@ function wire() {
       toast(`Speed set to ${fmtSpeed(view.status.speed)}`);
     }
   });
+  $("faults-form").addEventListener("submit", loadFaults);
+  $("faults-clear").addEventListener("click", clearFaults);
   $("start-form").addEventListener("submit", startSession);
   $("start-name").addEventListener("input", () => {
     view.nameEdited = true;
