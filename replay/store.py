@@ -308,14 +308,17 @@ def _checked(path: Path, meta: Any, columns: list[Any], name: str | None) -> Tra
 
 
 def _read_table(path: Path) -> pa.Table:
-    try:
-        table = pq.read_table(path, schema=SCHEMA) if path.suffix == ".parquet" else None
-    except (OSError, pa.ArrowException) as exc:
-        raise InvalidTraceError(f"{path}: cannot read Parquet: {exc}") from exc
-    if table is None:
+    if path.suffix != ".parquet":
         raise InvalidTraceError(f"{path}: a trace file ends in .parquet")
-    # read_table(schema=...) drops the file's key-value metadata; fetch it from the footer.
-    return table.replace_schema_metadata(pq.read_schema(path).metadata)
+    # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
+    # pandas, and `imds-replay serve` stays free of pandas.
+    try:
+        with pq.ParquetFile(path) as parquet:
+            metadata = parquet.schema_arrow.metadata
+            table = parquet.read(columns=SCHEMA.names).cast(SCHEMA)
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        raise InvalidTraceError(f"{path}: cannot read Parquet: {exc}") from exc
+    return table.replace_schema_metadata(metadata)
 
 
 def _read_entries(path: Path, only: str | None = None) -> list[Trace | BadFile]:

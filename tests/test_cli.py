@@ -107,3 +107,15 @@ def test_serve_with_a_bad_speed_exits_2_before_binding(traces_dir: Path) -> None
     )
     assert result.exit_code == 2
     assert "speed 'fast' is not understood" in result.stderr
+
+
+def test_serving_a_trace_does_not_import_pandas(traces_dir: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from replay.clock import SystemClock;"
+        "from replay.registry import SessionRegistry; from replay.server import make_app;"
+        f"r = SessionRegistry(Path({str(traces_dir)!r}), SystemClock());"
+        "r.trace('live-migration'); r.trace_names(); make_app(r, clock=SystemClock());"
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
