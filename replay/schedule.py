@@ -128,7 +128,9 @@ def _states(trace: Trace, track: Sequence[Change]) -> States:
     return out
 
 
-def _approve(states: States, at_s: float, seq: int, delay_s: float) -> States:
+def _approve(
+    states: States, at_s: float, seq: int, delay_s: float, trace_end: float = math.inf
+) -> States:
     """The event's states after an approval at at_s: Started at at_s + delay_s, rest shifted.
 
     Changes the approval makes carry its seq, so at the approval's own offset they come after
@@ -152,7 +154,9 @@ def _approve(states: States, at_s: float, seq: int, delay_s: float) -> States:
         # It never started in the trace (cancelled): it starts now and ends when it vanished.
         gone = next((k[0] for k, s in later if s is None), start_at)
         begun = EventState(current.event, "Started", None)
-        tail = [((start_at, seq), begun), ((max(gone, start_at + 1), seq), None)]
+        # Seen Started for a second where the trace leaves room, never past its end.
+        end = max(gone, min(start_at + 1, trace_end))
+        tail = [((start_at, seq), begun), ((end, seq), None)]
     if delay_s > 0:
         # While it waits to start, its NotBefore says when that will be.
         before.append(((at_s, seq), EventState(current.event, "Scheduled", start_at)))
@@ -178,7 +182,7 @@ def build_schedule(
     first_approval = math.inf
     for at_s, eid, batch in sorted(approvals, key=lambda a: (a[0], a[2])):
         if eid in tracks:
-            approved = _approve(tracks[eid], at_s, batch + 1, delay_s)
+            approved = _approve(tracks[eid], at_s, batch + 1, delay_s, trace.duration_s)
             if approved is not tracks[eid]:
                 tracks[eid] = approved
                 first_approval = min(first_approval, at_s)

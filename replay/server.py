@@ -208,7 +208,7 @@ def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
     app.router.add_routes(CONTROL_ROUTES)
     app.router.add_routes(STREAM_ROUTES)
     app.router.add_routes(PAGE_ROUTES)  # the control page at / (replay/static/)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)  # also paths with %0A in them
     app.cleanup_ctx.append(_tickers)
     return app
 

@@ -9,6 +9,7 @@ which wakes at each transition to log it and push it to subscribers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import zlib
@@ -31,6 +32,23 @@ from replay.timeline import Snapshot, Trace
 
 log = logging.getLogger("imds_replay")
 
+SHARED_SCHEDULES_MAX = 4096
+_SHARED_SCHEDULES: dict[
+    tuple[int, tuple[tuple[float, str, int], ...], float, int | None], tuple[Trace, Schedule]
+] = {}
+"""Built schedules by (id of the trace, approvals, delay, first incarnation). A schedule is a
+pure, immutable function of those, so sessions playing the same trace share it instead of each
+building and keeping its own every round. An entry holds its trace, so the id stays unique."""
+
+
+@functools.lru_cache(maxsize=16_384)
+def _round_event_id(trace_name: str, rnd: int, original: str) -> str:
+    """The fresh EventId of an event in a later loop round (the same for every session)."""
+    return event_id_for(f"{trace_name}/round-{rnd}/{original}")
+
+
+SHORT_SLEEP_S = 0.05
+"""Sleeps this short get only Linux's minimum timer slack (50 us); the ticker ends on one."""
 MAX_ADVANCE_S = 1e9
 """The longest move forward in one advance (trace seconds, about 31 years)."""
 VIRTUAL_EPOCH = datetime(2025, 7, 1, tzinfo=UTC)
@@ -242,8 +260,9 @@ class Session:
         pos = self.position()
         rnd, off = self.split(pos)
         nxt = self.schedule(rnd).next_offset_after(off)
-        if nxt is not None:
+        if nxt is not None and nxt <= self.duration_s:
             return rnd * self.duration_s + nxt
+        # An approval near the end can schedule a change past it: the replay ends first.
         if self.looping:
             following = self.schedule(rnd + 1)
             later = following.next_offset_after(0.0)
@@ -293,9 +312,17 @@ class Session:
         if self.options.recorded_approvals:
             recorded = enumerate(self.trace.approvals)
             approvals += [(a.offset_s, e, batch) for batch, a in recorded for e in a.event_ids]
-        return build_schedule(
+        key = (id(self.trace), tuple(approvals), self.options.approval_delay_s, first)
+        shared = _SHARED_SCHEDULES.get(key)
+        if shared is not None and shared[0] is self.trace:
+            return shared[1]
+        built = build_schedule(
             self.trace, approvals, delay_s=self.options.approval_delay_s, first_incarnation=first
         )
+        if len(_SHARED_SCHEDULES) >= SHARED_SCHEDULES_MAX:
+            del _SHARED_SCHEDULES[next(iter(_SHARED_SCHEDULES))]  # the oldest
+        _SHARED_SCHEDULES[key] = (self.trace, built)
+        return built
 
     def _last_incarnation(self, rnd: int) -> int:
         """The last incarnation of a round, without building (or recursing through) every round
@@ -314,7 +341,7 @@ class Session:
 
     def event_id(self, rnd: int, original: str) -> str:
         """The EventId served in a round: the trace's own in round 0, fresh ones after."""
-        served = original if rnd == 0 else event_id_for(f"{self.trace.name}/round-{rnd}/{original}")
+        served = original if rnd == 0 else _round_event_id(self.trace.name, rnd, original)
         self._served_ids[served] = (rnd, original)
         return served
 
@@ -438,9 +465,20 @@ class Session:
                 self._anchor_pos = self.duration_s
                 return
             deadline = self.mono_of(nxt)
-            await self.clock.sleep_until(deadline)
+            await self._sleep_until_precisely(deadline)
             self.transitions_seen += 1
             self._announce(deadline)
+
+    async def _sleep_until_precisely(self, deadline: float) -> None:
+        """Sleep until a monotonic instant, waking early first: Linux lets a timeout of T fire
+        up to T/1000 late (100 ms at most), so one long sleep makes pushes late (about 0.5 ms
+        after a 0.5 s gap, 100 ms after a 2-minute one); the last short sleep is not."""
+        slept = False
+        while (left := deadline - self.clock.now()) > SHORT_SLEEP_S:
+            await self.clock.sleep_until(deadline - SHORT_SLEEP_S / 2 - left / 500)
+            slept = True
+        if left > 0 or not slept:
+            await self.clock.sleep_until(deadline)
 
     def _announce(self, deadline: float | None = None) -> None:
         """Log and push the current document if it is new (deadline: when it became current)."""
@@ -451,18 +489,19 @@ class Session:
         served = self.current("2020-07-01", record=False)
         now = self.clock.now()
         lateness = 0.0 if deadline is None else now - deadline
-        log.info(
-            "%s",
-            orjson.dumps(
-                {
-                    "event": "transition",
-                    "session": self.name,
-                    "offset_s": self.split(self.position())[1],
-                    "incarnation": served.incarnation,
-                    "lateness_ms": round(lateness * 1000, 3),
-                }
-            ).decode(),
-        )
+        if log.isEnabledFor(logging.INFO):  # thousands of sessions: no JSON nobody logs
+            log.info(
+                "%s",
+                orjson.dumps(
+                    {
+                        "event": "transition",
+                        "session": self.name,
+                        "offset_s": self.split(self.position())[1],
+                        "incarnation": served.incarnation,
+                        "lateness_ms": round(lateness * 1000, 3),
+                    }
+                ).decode(),
+            )
         if not self.subscribers:
             return
         at = self.wall_of(self.position()) if deadline is None else self.wall_of_mono(deadline)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import struct
 
 from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
@@ -43,6 +45,47 @@ class Subscription:
         self._unsubscribe()
 
 
+@functools.lru_cache(maxsize=8)
+def text_frame(message: bytes) -> bytes:
+    """A message as one unmasked WebSocket text frame (built once per push, for every socket)."""
+    n = len(message)
+    if n < 126:
+        return bytes((0x81, n)) + message
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + message
+    return struct.pack("!BBQ", 0x81, 127, n) + message
+
+
+class SocketSubscription(Subscription):
+    """A WebSocket subscriber whose pushes the ticker writes to the socket itself.
+
+    Waking one sender task per connection for every push cost as much CPU again as the writes
+    (benchmarks/push_fanout.py). The queue and its task remain for the first message, for a
+    subscriber with a backlog (then the oldest are dropped as before) and for connections that
+    negotiated compression, which aiohttp's writer keeps the state of.
+    """
+
+    def __init__(
+        self, registry: SessionRegistry, name: str, ws: web.WebSocketResponse, request: web.Request
+    ) -> None:
+        self.ws = ws
+        self.transport = None if ws.compress else request.transport
+        super().__init__(registry, name)
+
+    def push(self, pushed: Pushed) -> None:
+        transport = self.transport
+        if (
+            transport is not None
+            and self.queue.empty()
+            and not self.ws.closed
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() == 0
+        ):
+            transport.write(text_frame(pushed.message))
+        else:
+            self.put(pushed.message)
+
+
 def _registry(request: web.Request) -> SessionRegistry:
     from replay.server import REGISTRY
 
@@ -69,7 +112,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return missing
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
-    sub = Subscription(_registry(request), request.match_info["session"])
+    sub = SocketSubscription(_registry(request), request.match_info["session"], ws, request)
 
     async def send() -> None:
         while True:

@@ -131,3 +131,18 @@ def test_recorded_approvals_play_only_when_asked() -> None:
         # the rest of the timeline follows, shifted by the same amount
         clock.advance(90)
         assert orjson.loads(session.current("2020-07-01").body)["Events"] == []
+
+
+def test_approving_a_cancelled_event_just_before_the_end_still_finishes() -> None:
+    from replay.reference import reference_trace
+
+    clock = FakeClock()
+    session = Session(
+        "c", reference_trace("canceled-maintenance"), clock, SessionOptions(start=Start.now)
+    )
+    clock.advance(509.5)
+    doc = orjson.loads(session.current("2020-07-01").body)
+    assert session.approve([doc["Events"][0]["EventId"]]) == []
+    assert session.next_transition() is None or session.next_transition() <= 510  # type: ignore[operator]
+    clock.advance(1)
+    assert orjson.loads(session.current("2020-07-01").body)["Events"] == []
