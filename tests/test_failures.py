@@ -21,11 +21,6 @@ URL = "/metadata/scheduledevents?api-version=2020-07-01"
 H = {"Metadata": "true"}
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 async def client_for(aiohttp_client: Any, registry: SessionRegistry, clock: FakeClock) -> Any:
     return await aiohttp_client(make_app(registry, clock=clock))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +12,6 @@ from aiohttp.test_utils import TestClient
 
 from replay.clock import FakeClock
 from replay.registry import DEFAULT, SessionRegistry
-from replay.server import make_app
 from replay.session import SessionOptions, Start
 from replay.timeline import parse_rfc1123
 
@@ -23,23 +21,8 @@ Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Any]]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(traces_dir: Path, clock: FakeClock) -> SessionRegistry:
-    return SessionRegistry(traces_dir, clock)
-
-
 def play(registry: SessionRegistry, trace: str, **options: Any) -> None:
     registry.create(DEFAULT, registry.trace(trace), SessionOptions(**options))
-
-
-@pytest.fixture
-async def client(aiohttp_client: MakeClient, registry: SessionRegistry, clock: FakeClock) -> Any:
-    return await aiohttp_client(make_app(registry, clock=clock))
 
 
 async def get(client: Any, url: str = URL, **headers: str) -> dict[str, Any]:

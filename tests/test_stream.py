@@ -11,30 +11,13 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 
 from replay.clock import FakeClock, SystemClock
 from replay.registry import DEFAULT, SessionRegistry
-from replay.server import make_app
 from replay.session import SessionOptions, Start
 from tests.serving import serving
 
 URL = "/metadata/scheduledevents?api-version=2020-07-01"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(traces_dir: Path, clock: FakeClock) -> SessionRegistry:
-    return SessionRegistry(traces_dir, clock)
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, registry: SessionRegistry, clock: FakeClock) -> Any:
-    return await aiohttp_client(make_app(registry, clock=clock))
 
 
 async def test_websocket_gets_the_current_document_then_every_new_one(
