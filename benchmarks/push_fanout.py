@@ -1,6 +1,6 @@
 """Push fan-out: lateness of /s/{session}/stream with many subscribers on one session.
 
-Usage: .venv/bin/python benchmarks/push_fanout.py [--subscribers N] [--duration S]
+Usage: .venv/bin/python benchmarks/push_fanout.py [--subscribers N,...] [--duration S]
        [--trace NAME] [--speed X] [--receivers kernel,aiohttp] [--variants shipped,...]
        [--no-baseline] [--no-pin] [--no-floor]
 
@@ -26,19 +26,23 @@ realtime - monotonic moved during the run). Receivers:
 
 Server variants (patched into the server process before the app is built):
 
-- shipped: replay/stream.py and replay/session.py as they are: the session's listener writes
-  the frame (encoded once per push) to each connection's transport itself, falling back to
-  the connection's queue and sender task when it has a backlog; the ticker sleeps in steps.
-- tasks: the WebSocket route as it was before this benchmark: one sender task per connection
-  draining its bounded queue with ws.send_str.
-- before: tasks, and the ticker's one long sleep per transition (the code before issue 7).
+- shipped: replay/stream.py, replay/fanout.py and replay/clock.py as they are: the session's
+  Fanout encodes the frame once and writes it straight to every socket with nothing waiting,
+  the sockets split between the loop's thread and a helper per further CPU; the ticker wakes
+  on a timerfd.
+- one-thread: the same, every socket written by the loop's thread.
+- coarse-timer: shipped, but the ticker sleeps on asyncio's timers (epoll's whole
+  milliseconds), waking early before long sleeps.
+- tasks: every push through each connection's queue and sender task (ws.send_str), one thread.
+- before: tasks, and one long asyncio sleep per transition (the code before issue 7's work).
 
 Also reported: the ticker's own lateness (the "transition" log lines), the spread of one
 transition across subscribers (last socket timestamp - first), the server's CPU time per
-transition, messages missing, and (unless --no-floor) a floor: the time one Python loop takes
-to send() one frame on each of N already-connected loopback sockets, which no server design
-that writes one socket per subscriber from one thread can beat. The server runs on CPU 0 and
-this script on CPU 1 when there are at least two (--no-pin turns that off).
+transition, messages missing, and (unless --no-floor) two floors on N already-connected
+loopback sockets: one Python loop send()ing one frame on each, and replay.fanout.offer_all
+doing the same on every CPU. No server that writes each subscriber's socket can beat them.
+The receivers run on CPU 1 under SCHED_IDLE, so they take only CPU time the server leaves
+(the server may use both CPUs; --no-pin leaves both unpinned at normal priority).
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import os
 import select
 import socket
@@ -72,52 +75,24 @@ SETTLE_S = 1.5
 """Seconds between the last subscriber connecting and the start of the measurement."""
 GRACE_S = 1.0
 """Seconds the receivers keep reading after the measurement, for messages still in flight."""
-VARIANTS = ("shipped", "tasks", "before")
+VARIANTS = ("shipped", "one-thread", "coarse-timer", "tasks", "before")
 
 
 # -- server variants (run inside the server process) -------------------------------------------
 def _patch(variant: str) -> None:
-    """Put back the earlier push path in the server process (before make_app runs)."""
-    from aiohttp import WSMsgType, web
-
+    """Put back an earlier push path in the server process (before make_app runs)."""
+    import replay.clock as clock
+    import replay.fanout as fanout
     import replay.stream as stream
-    from replay.session import Session
 
-    if variant == "shipped":
-        return
-
-    async def tasks(request: web.Request) -> web.StreamResponse:
-        """The WebSocket route as it was: every push goes through the sender task."""
-        missing = stream._missing(request)
-        if missing is not None:
-            return missing
-        ws = web.WebSocketResponse(heartbeat=30)
-        await ws.prepare(request)
-        sub = stream.Subscription(stream._registry(request), request.match_info["session"])
-
-        async def send() -> None:
-            while True:
-                await ws.send_str((await sub.queue.get()).decode())
-
-        sender = asyncio.create_task(send())
-        try:
-            async for msg in ws:
-                if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
-                    break
-        finally:
-            sub.close()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-        return ws
-
-    stream.ROUTES = [web.get("/s/{session}/stream", tasks), *stream.ROUTES[1:]]
+    if variant in ("coarse-timer", "before"):
+        clock._timerfd_create = None  # asyncio's own timers, as before the timerfd
     if variant == "before":
-
-        async def one_sleep(self: Session, deadline: float) -> None:
-            await self.clock.sleep_until(deadline)
-
-        Session._sleep_until_precisely = one_sleep  # type: ignore[method-assign]
+        clock.SHORT_WAIT_S = float("inf")  # and one long sleep per transition
+    if variant in ("one-thread", "tasks", "before"):
+        fanout.HELPERS = 0
+    if variant in ("tasks", "before"):
+        stream.Connection.writable = lambda self: False  # type: ignore[method-assign]
 
 
 def _serve(argv: list[str]) -> None:
@@ -151,7 +126,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(args: argparse.Namespace, variant: str, cpu: int | None) -> Server:
+def start_server(args: argparse.Namespace, variant: str) -> Server:
     port = free_port()
     command = [
         sys.executable,
@@ -173,8 +148,9 @@ def start_server(args: argparse.Namespace, variant: str, cpu: int | None) -> Ser
     proc = subprocess.Popen(
         command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
-    if cpu is not None:
-        os.sched_setaffinity(proc.pid, {cpu})
+    if os.sched_getscheduler(0) == os.SCHED_IDLE:  # the server runs at normal priority
+        os.sched_setscheduler(proc.pid, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(proc.pid, {0, 1})
     server = Server(proc, port)
     ready = threading.Event()
 
@@ -185,6 +161,8 @@ def start_server(args: argparse.Namespace, variant: str, cpu: int | None) -> Ser
                 server.transitions.append((time.time(), orjson.loads(line)))
                 continue
             server.other.append(line)
+            if line.startswith("PUSH"):
+                print(line.strip(), flush=True)
             if "IMDS at" in line:
                 ready.set()
 
@@ -478,8 +456,19 @@ def print_table(rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), flush=True)
 
 
-def floor_ms(n: int, rounds: int = 20) -> list[float]:
-    """Milliseconds one Python loop takes to send() a 400-byte frame on each of n sockets."""
+@dataclass
+class _Raw:
+    fd: int
+
+    def offer(self, data: bytes) -> int:
+        return os.write(self.fd, data)
+
+
+def floor_ms(n: int, rounds: int = 20, *, parallel: bool = False) -> list[float]:
+    """Milliseconds one Python loop takes to send() a 400-byte frame on each of n sockets
+    (parallel: replay.fanout.offer_all on every CPU instead)."""
+    from replay.fanout import offer_all
+
     listener = socket.create_server(("127.0.0.1", 0), backlog=n)
     port = listener.getsockname()[1]
     pairs = []
@@ -489,12 +478,16 @@ def floor_ms(n: int, rounds: int = 20) -> list[float]:
         server.setblocking(False)
         pairs.append((server, client))
     frame = bytes((0x81, 126, 1, 144)) + b"x" * 400
+    targets = [_Raw(server.fileno()) for server, _ in pairs]
     spans = []
     try:
         for _ in range(rounds):
             t0 = time.perf_counter()
-            for server, _ in pairs:
-                server.send(frame)
+            if parallel:
+                offer_all(targets, frame)
+            else:
+                for server, _ in pairs:
+                    server.send(frame)
             spans.append((time.perf_counter() - t0) * 1000)
             for _, client in pairs:
                 client.recv(4096)
@@ -508,7 +501,7 @@ def floor_ms(n: int, rounds: int = 20) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--subscribers", default="1000", help="counts, comma-separated")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per run")
     parser.add_argument("--trace", default="spot-eviction")
     parser.add_argument("--speed", default="60")
@@ -526,27 +519,37 @@ def main() -> None:
     pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
     if pin:
         os.sched_setaffinity(0, {1})
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    counts = [int(n) for n in args.subscribers.split(",") if n]
     print(
         f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, "
-        f"{'server on CPU 0, receivers on CPU 1' if pin else 'not pinned'}; "
+        f"{'receivers on CPU 1 at SCHED_IDLE' if pin else 'not pinned'}; "
         f"trace {args.trace} at {args.speed}x, {args.duration:g} s measured per run",
         flush=True,
     )
     if not args.no_floor:
-        spans = floor_ms(args.subscribers)
-        print(
-            f"floor: one Python loop send()ing a 404-byte frame on {args.subscribers} loopback "
-            f"sockets takes {pct(spans, 50):.2f} ms (p50 of {len(spans)}; min {spans[0]:.2f}, "
-            f"max {spans[-1]:.2f})",
-            flush=True,
-        )
-    counts = ([1] if not args.no_baseline else []) + [args.subscribers]
+        if pin:  # measured at normal priority, with both CPUs
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            os.sched_setaffinity(0, {0, 1})
+        for n in counts:
+            for parallel, how in ((False, "one Python loop send()ing"), (True, "offer_all of")):
+                spans = floor_ms(n, parallel=parallel)
+                print(
+                    f"floor: {how} a 404-byte frame on {n} loopback sockets takes "
+                    f"{pct(spans, 50):.2f} ms (p50 of {len(spans)}; min {spans[0]:.2f}, "
+                    f"max {spans[-1]:.2f})",
+                    flush=True,
+                )
+        if pin:
+            os.sched_setaffinity(0, {1})
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    counts = ([1] if not args.no_baseline and 1 not in counts else []) + counts
     drift0 = time.time() - time.monotonic()
     rows = []
     for variant in variants:
         for n in counts:
             for receiver in chosen:
-                server = start_server(args, variant, 0 if pin else None)
+                server = start_server(args, variant)
                 cpu: list[float] = []
 
                 def mark(server: Server = server, cpu: list[float] = cpu) -> None:

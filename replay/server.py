@@ -196,11 +196,13 @@ def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
     """The server: IMDS routes for every session, the control API under /replay/."""
     from replay.control import CONTROL_ROUTES
     from replay.static import ROUTES as PAGE_ROUTES
+    from replay.stream import FANOUTS
     from replay.stream import ROUTES as STREAM_ROUTES
 
     app = web.Application(client_max_size=MAX_BODY)
     app[REGISTRY] = registry
     app[CLOCK] = clock
+    app[FANOUTS] = {}
     app.router.add_route("*", "/metadata/scheduledevents", scheduled_events)
     app.router.add_route("*", "/s/{session}/metadata/scheduledevents", scheduled_events)
     app.router.add_route("*", "/metadata/instance", instance)

@@ -47,8 +47,6 @@ def _round_event_id(trace_name: str, rnd: int, original: str) -> str:
     return event_id_for(f"{trace_name}/round-{rnd}/{original}")
 
 
-SHORT_SLEEP_S = 0.05
-"""Sleeps this short get only Linux's minimum timer slack (50 us); the ticker ends on one."""
 MAX_ADVANCE_S = 1e9
 """The longest move forward in one advance (trace seconds, about 31 years)."""
 VIRTUAL_EPOCH = datetime(2025, 7, 1, tzinfo=UTC)
@@ -465,20 +463,9 @@ class Session:
                 self._anchor_pos = self.duration_s
                 return
             deadline = self.mono_of(nxt)
-            await self._sleep_until_precisely(deadline)
+            await self.clock.sleep_until(deadline)
             self.transitions_seen += 1
             self._announce(deadline)
-
-    async def _sleep_until_precisely(self, deadline: float) -> None:
-        """Sleep until a monotonic instant, waking early first: Linux lets a timeout of T fire
-        up to T/1000 late (100 ms at most), so one long sleep makes pushes late (about 0.5 ms
-        after a 0.5 s gap, 100 ms after a 2-minute one); the last short sleep is not."""
-        slept = False
-        while (left := deadline - self.clock.now()) > SHORT_SLEEP_S:
-            await self.clock.sleep_until(deadline - SHORT_SLEEP_S / 2 - left / 500)
-            slept = True
-        if left > 0 or not slept:
-            await self.clock.sleep_until(deadline)
 
     def _announce(self, deadline: float | None = None) -> None:
         """Log and push the current document if it is new (deadline: when it became current)."""

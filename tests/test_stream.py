@@ -98,6 +98,43 @@ async def test_server_sent_events_carry_the_same_messages(
     resp.close()
 
 
+async def test_a_compressed_websocket_gets_every_document(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    registry.create(
+        DEFAULT, registry.trace("live-migration"), SessionOptions(speed=60, start=Start.now)
+    )
+    ws = await client.ws_connect("/s/default/stream", compress=15)
+    assert ws.compress == 15  # permessage-deflate negotiated
+    incarnations = [orjson.loads((await ws.receive()).data)["document"]["DocumentIncarnation"]]
+    await clock.run_for(1230 / 60 + 0.1, step=0.05)
+    incarnations += [
+        orjson.loads((await ws.receive(timeout=1)).data)["document"]["DocumentIncarnation"]
+        for _ in range(3)
+    ]
+    assert incarnations == [1, 2, 3, 4]
+    await ws.close()
+
+
+async def test_server_sent_events_written_straight_to_the_socket_stay_in_order(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    registry.create(
+        DEFAULT, registry.trace("live-migration"), SessionOptions(speed=60, start=Start.now)
+    )
+    resp = await client.get("/s/default/events")
+    await clock.run_for(1230 / 60 + 0.1, step=0.05)
+    seen: list[int] = []
+    while len(seen) < 4:
+        line = (await asyncio.wait_for(resp.content.readline(), 1)).decode()
+        if line.startswith("event: "):
+            assert line == "event: document\r\n"
+        if line.startswith("data: "):
+            seen.append(orjson.loads(line[6:])["document"]["DocumentIncarnation"])
+    assert seen == [1, 2, 3, 4]
+    resp.close()
+
+
 async def test_unknown_session_stream_is_404(client: Any) -> None:
     for path in ("/s/nope/stream", "/s/nope/events"):
         resp = await client.get(path)
