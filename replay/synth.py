@@ -26,9 +26,12 @@ give byte-identical files, and trace i does not depend on --count.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -409,30 +412,82 @@ def _check_names_free(options: SynthOptions, traces_dir: Path, owned: Sequence[P
 
 
 def write_synth(
-    plan: Plan, traces_dir: Path, progress: Callable[[int], None] | None = None
+    plan: Plan,
+    traces_dir: Path,
+    progress: Callable[[int], None] | None = None,
+    *,
+    jobs: int | None = None,
 ) -> SynthResult:
     """Write the plan's traces in bundles of per_file; re-running replaces this seed's bundles.
 
-    progress(n) is called with the number of traces done so far (generated or written).
+    Bundles are written by `jobs` processes at once (default: the CPUs available; 1 writes
+    in this process). Each bundle is its own atomic file and depends only on the plan and its
+    number, so the files are the same for any jobs. progress(n) is called with the number of
+    traces done so far.
     """
-    from replay.store import write_bundle
-
     o = plan.options
     owned = _owned(o, traces_dir)
     _check_names_free(o, traces_dir, list(owned))
-    paths: list[Path] = []
-    for chunk, start in enumerate(range(0, o.count, o.per_file)):
-        stop = min(start + o.per_file, o.count)
-        batch = []
-        for trace in synth_traces(plan, start, stop):
-            batch.append(trace)
-            if progress is not None and len(batch) % 500 == 0:
-                progress(start + len(batch))
-        paths.append(write_bundle(batch, traces_dir, bundle_name(o, chunk)))
-        if progress is not None:
-            progress(stop)
+    chunks = -(-o.count // o.per_file)
+    jobs = min(chunks, jobs or _cpus())
+    if jobs <= 1:
+        paths = [_write_chunk(plan, traces_dir, chunk, progress) for chunk in range(chunks)]
+    else:
+        paths = _write_chunks_in_parallel(plan, traces_dir, chunks, jobs, progress)
     # Bundles of an earlier, larger run with this prefix and seed would be stale: remove them.
     removed = [p for p, chunk in owned.items() if chunk >= len(paths)]
     for path in removed:
         path.unlink()
     return SynthResult(paths, o.count, removed)
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _write_chunk(
+    plan: Plan, traces_dir: Path, chunk: int, progress: Callable[[int], None] | None = None
+) -> Path:
+    """Generate and write bundle number `chunk` (per_file traces from chunk * per_file)."""
+    from replay.store import write_bundle
+
+    o = plan.options
+    start = chunk * o.per_file
+    stop = min(start + o.per_file, o.count)
+    batch = []
+    for trace in synth_traces(plan, start, stop):
+        batch.append(trace)
+        if progress is not None and len(batch) % 500 == 0:
+            progress(start + len(batch))
+    path = write_bundle(batch, traces_dir, bundle_name(o, chunk))
+    if progress is not None:
+        progress(stop)
+    return path
+
+
+def _write_chunks_in_parallel(
+    plan: Plan,
+    traces_dir: Path,
+    chunks: int,
+    jobs: int,
+    progress: Callable[[int], None] | None,
+) -> list[Path]:
+    """Bundles from worker processes (spawned: forking a process with threads can hang)."""
+    o = plan.options
+    paths: dict[int, Path] = {}
+    done = 0
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_write_chunk, plan, traces_dir, c): c for c in range(chunks)}
+        try:
+            for future in as_completed(futures):
+                chunk = futures[future]
+                paths[chunk] = future.result()
+                done += min(o.per_file, o.count - chunk * o.per_file)
+                if progress is not None:
+                    progress(done)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return [paths[c] for c in range(chunks)]

@@ -55,10 +55,12 @@ def lifecycles(traces: list[Trace]) -> list[list[Lifecycle]]:
     return [list(t.lifecycles.values()) for t in traces]
 
 
-def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
+def test_same_seed_gives_byte_identical_files_in_one_process_or_several(tmp_path: Path) -> None:
     options = SynthOptions("live-migration", 12, seed=7, notice=Normal(900, 120), per_file=5)
-    a = write_synth(plan(options), tmp_path / "a")
-    b = write_synth(plan(options), tmp_path / "b")
+    a = write_synth(plan(options), tmp_path / "a", jobs=1)
+    done: list[int] = []
+    b = write_synth(plan(options), tmp_path / "b", progress=done.append, jobs=2)
+    assert done == sorted(done) and done[-1] == 12
     assert [p.name for p in a.paths] == [
         "synth-live-migration-s7-part0000.parquet",
         "synth-live-migration-s7-part0001.parquet",

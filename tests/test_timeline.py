@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import email.utils
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replay.errors import InvalidTraceError
 from replay.timeline import Approval, Snapshot, format_rfc1123, parse_rfc1123, validate
@@ -91,3 +95,22 @@ def test_incarnation_must_change_exactly_when_events_change() -> None:
 
 def test_valid_trace_passes() -> None:
     assert validate(simple_trace()).started_at == T0
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1)))
+def test_imds_times_parse_as_the_general_rfc_parser_reads_them(moment: datetime) -> None:
+    text = format_rfc1123(moment.replace(tzinfo=UTC))
+    assert parse_rfc1123(text) == email.utils.parsedate_to_datetime(text)
+
+
+@given(st.from_regex(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", fullmatch=True))
+def test_near_imds_times_parse_or_fail_as_the_general_parser_does(text: str) -> None:
+    try:
+        expected: datetime | None = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        expected = None
+    try:
+        got: datetime | None = parse_rfc1123(text)
+    except ValueError:
+        got = None
+    assert got == expected

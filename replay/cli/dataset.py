@@ -133,6 +133,10 @@ def synth(
         str | None,
         typer.Option(help="Trace name prefix (default: synth-<scenario>)", show_default=False),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Processes writing files at once (default: one per CPU)", min=1),
+    ] = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Generate synthetic traces of a scenario with phases drawn from normal distributions.
@@ -184,7 +188,7 @@ def synth(
             if progress is not None and task is not None:
                 progress.update(task, completed=done)
 
-        result = write_synth(resolved, directory, progress=advance)
+        result = write_synth(resolved, directory, progress=advance, jobs=jobs)
     if format is Format.json:
         print_json(
             {
