@@ -29,9 +29,10 @@ Server variants (patched into the server process before the app is built):
 - shipped: replay/stream.py, replay/fanout.py and replay/clock.py as they are: the session's
   Fanout encodes the frame once and writes it straight to every socket with nothing waiting,
   the sockets split between the loop's thread and a helper per further CPU; the ticker wakes
-  on a timerfd.
-- one-thread: the same, every socket written by the loop's thread.
-- coarse-timer: shipped, but the ticker sleeps on asyncio's timers (epoll's whole
+  on a timerfd 1 ms early and spins to the deadline (a session with subscribers only).
+- no-spin: shipped, but the ticker sleeps right up to the deadline.
+- one-thread: no-spin, every socket written by the loop's thread.
+- coarse-timer: no-spin, but the ticker sleeps on asyncio's timers (epoll's whole
   milliseconds), waking early before long sleeps.
 - tasks: every push through each connection's queue and sender task (ws.send_str), one thread.
 - before: tasks, and one long asyncio sleep per transition (the code before issue 7's work).
@@ -75,7 +76,7 @@ SETTLE_S = 1.5
 """Seconds between the last subscriber connecting and the start of the measurement."""
 GRACE_S = 1.0
 """Seconds the receivers keep reading after the measurement, for messages still in flight."""
-VARIANTS = ("shipped", "one-thread", "coarse-timer", "tasks", "before")
+VARIANTS = ("shipped", "no-spin", "one-thread", "coarse-timer", "tasks", "before")
 
 
 # -- server variants (run inside the server process) -------------------------------------------
@@ -83,8 +84,11 @@ def _patch(variant: str) -> None:
     """Put back an earlier push path in the server process (before make_app runs)."""
     import replay.clock as clock
     import replay.fanout as fanout
+    import replay.session as session
     import replay.stream as stream
 
+    if variant != "shipped":
+        session.SPIN_S = 0.0  # the ticker sleeps right up to each deadline
     if variant in ("coarse-timer", "before"):
         clock._timerfd_create = None  # asyncio's own timers, as before the timerfd
     if variant == "before":

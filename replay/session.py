@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from replay.clock import Clock
+from replay.clock import SPIN_S, Clock
 from replay.errors import ReplayError
 from replay.faults import FaultPlan, FaultWindow
 from replay.imds import render
@@ -463,19 +463,38 @@ class Session:
                 self._anchor_pos = self.duration_s
                 return
             deadline = self.mono_of(nxt)
-            await self.clock.sleep_until(deadline)
+            self._prepare(nxt)
+            if self.subscribers:  # somebody waits for this push: no wake-up latency
+                await self.clock.sleep_until(deadline - SPIN_S)
+                await self.clock.spin_until(deadline)
+            else:
+                await self.clock.sleep_until(deadline)
             self.transitions_seen += 1
             self._announce(deadline)
 
+    def _prepare(self, pos: float) -> None:
+        """Before a transition's deadline, do the pure work its document needs: the schedule
+        of its round and, in later rounds, the fresh EventIds (0.1-0.2 ms that would else
+        come between the deadline and the push)."""
+        rnd, off = self.split(pos)
+        sched = self.schedule(rnd)
+        if rnd:
+            for state in sched.transitions[sched.index_at(off)].events:
+                _round_event_id(self.trace.name, rnd, state.event_id)
+
     def _announce(self, deadline: float | None = None) -> None:
-        """Log and push the current document if it is new (deadline: when it became current)."""
+        """Push and log the current document if it is new (deadline: when it became current)."""
         key = self._state_key()
         if key == self._last_pushed:
             return
         self._last_pushed = key
         served = self.current("2020-07-01", record=False)
-        now = self.clock.now()
-        lateness = 0.0 if deadline is None else now - deadline
+        lateness = 0.0 if deadline is None else self.clock.now() - deadline
+        if self.subscribers:
+            at = self.wall_of(self.position()) if deadline is None else self.wall_of_mono(deadline)
+            pushed = Pushed(self.name, served.body, at, lateness, push_message(served.body, at))
+            for subscriber in list(self.subscribers):
+                subscriber(pushed)
         if log.isEnabledFor(logging.INFO):  # thousands of sessions: no JSON nobody logs
             log.info(
                 "%s",
@@ -489,12 +508,6 @@ class Session:
                     }
                 ).decode(),
             )
-        if not self.subscribers:
-            return
-        at = self.wall_of(self.position()) if deadline is None else self.wall_of_mono(deadline)
-        pushed = Pushed(self.name, served.body, at, lateness, push_message(served.body, at))
-        for subscriber in list(self.subscribers):
-            subscriber(pushed)
 
     def message_now(self) -> bytes:
         """The push message of the current document (what a new subscriber gets first)."""
