@@ -47,6 +47,7 @@ class SystemClock:
         self._mono0 = time.monotonic()
         self._wall0 = datetime.now(UTC)
         self._precise = precise and _timerfd_create is not None
+        self._spinning = False
         self._timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timerfd] = (
             weakref.WeakKeyDictionary()
         )
@@ -83,10 +84,18 @@ class SystemClock:
 
         A sleeping CPU takes 0.2-1 ms to wake on the project's virtual machines, more than
         the whole budget of a push; spinning through the last SPIN_S before a deadline costs
-        at most that much CPU time per deadline.
+        at most that much CPU time per deadline. One waiter spins at a time; others sleep
+        (thousands of sessions with subscribers would otherwise keep the loop spinning).
         """
-        while time.monotonic() < t:
-            await asyncio.sleep(0)
+        if self._spinning:
+            await self.sleep_until(t)
+            return
+        self._spinning = True
+        try:
+            while time.monotonic() < t:
+                await asyncio.sleep(0)
+        finally:
+            self._spinning = False
 
     async def sleep(self, seconds: float) -> None:
         """Sleep for a span of real seconds."""

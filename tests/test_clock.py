@@ -43,3 +43,15 @@ async def test_a_past_deadline_returns_at_once() -> None:
     fake = FakeClock()
     await fake.sleep_until(fake.now())
     assert fake.now() == 1000.0
+
+
+async def test_spinning_waiters_never_return_early() -> None:
+    clock = SystemClock()
+    deadlines = [clock.now() + 0.002 * k for k in range(1, 6)]
+
+    async def spinner(t: float) -> float:
+        await clock.spin_until(t)
+        return clock.now()
+
+    woke = await asyncio.gather(*(spinner(t) for t in deadlines))
+    assert all(at >= t for at, t in zip(woke, deadlines, strict=True))
