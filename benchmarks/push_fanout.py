@@ -96,7 +96,7 @@ def _patch(variant: str) -> None:
     if variant in ("one-thread", "tasks", "before"):
         fanout.HELPERS = 0
     if variant in ("tasks", "before"):
-        stream.Connection.writable = lambda self: False  # type: ignore[method-assign]
+        stream.Connection.offer = lambda self, frame: stream.BUSY  # type: ignore[method-assign]
 
 
 def _serve(argv: list[str]) -> None:
