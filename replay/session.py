@@ -47,6 +47,9 @@ def _round_event_id(trace_name: str, rnd: int, original: str) -> str:
     return event_id_for(f"{trace_name}/round-{rnd}/{original}")
 
 
+DOCUMENTS_KEPT = 1_000
+"""The served documents a session remembers (GET .../documents): a test's whole story, while
+a server left looping for days stays the same size."""
 MAX_ADVANCE_S = 1e9
 """The longest move forward in one advance (trace seconds, about 31 years)."""
 VIRTUAL_EPOCH = datetime(2025, 7, 1, tzinfo=UTC)
@@ -151,7 +154,7 @@ class Session:
         self._fast: tuple[float, str, Served] | None = None
         """(monotonic instant it stays current until, api-version, answer): the poll path's
         shortcut. Whatever clears _cache (re-anchoring, approvals) must drop it too."""
-        self.documents: deque[bytes] = deque(maxlen=10_000)
+        self.documents: deque[bytes] = deque(maxlen=DOCUMENTS_KEPT)
         self._last_served: tuple[int, int] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._last_pushed: tuple[int, int] | None = None

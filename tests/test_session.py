@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from replay.clock import FakeClock
 from replay.session import Session, SessionOptions, Start
 from replay.timeline import Trace, parse_rfc1123
+from tests.helpers import simple_trace
 from tests.strategies import traces
 
 
@@ -146,3 +148,20 @@ def test_approving_a_cancelled_event_just_before_the_end_still_finishes() -> Non
     assert session.next_transition() is None or session.next_transition() <= 510  # type: ignore[operator]
     clock.advance(1)
     assert orjson.loads(session.current("2020-07-01").body)["Events"] == []
+
+
+def test_a_looping_session_remembers_only_the_newest_documents(monkeypatch: Any) -> None:
+    import replay.session
+
+    monkeypatch.setattr(replay.session, "DOCUMENTS_KEPT", 5)
+    clock = FakeClock()
+    trace = simple_trace()
+    session = Session("p", trace, clock, SessionOptions(speed=60, start=Start.now, loop=True))
+    served = []
+    for _ in range(40):  # several loop rounds, one poll per document
+        served.append(session.current("2020-07-01").body)
+        nxt = session.next_transition()
+        assert nxt is not None
+        clock.advance((nxt - session.position()) / 60 + 1e-6)
+    assert list(session.documents) == served[-5:]
+    assert len(set(served)) == len(served)  # each poll saw a new state
