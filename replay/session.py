@@ -32,13 +32,14 @@ from replay.timeline import Snapshot, Trace
 
 log = logging.getLogger("imds_replay")
 
-SHARED_SCHEDULES_MAX = 4096
+SHARED_SCHEDULES_MAX = 1024
 _SHARED_SCHEDULES: dict[
     tuple[int, tuple[tuple[float, str, int], ...], float, int | None], tuple[Trace, Schedule]
 ] = {}
 """Built schedules by (id of the trace, approvals, delay, first incarnation). A schedule is a
 pure, immutable function of those, so sessions playing the same trace share it instead of each
-building and keeping its own every round. An entry holds its trace, so the id stays unique."""
+building and keeping its own every round. An entry holds its trace, so the id stays unique.
+A round with a client's approvals is that session's alone: its schedule is not shared."""
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -47,6 +48,8 @@ def _round_event_id(trace_name: str, rnd: int, original: str) -> str:
     return event_id_for(f"{trace_name}/round-{rnd}/{original}")
 
 
+APPROVALS_KEPT = 1_000
+"""The approvals a session lists in its status (the newest)."""
 DOCUMENTS_KEPT = 1_000
 """The served documents a session remembers (GET .../documents): a test's whole story, while
 a server left looping for days stays the same size."""
@@ -145,10 +148,13 @@ class Session:
         self._anchor_wall: datetime = self.clock.wall()
         self._anchor_pos = 0.0
         self.state = State.waiting
-        self.approvals: list[Approved] = []
+        self.approvals: deque[Approved] = deque(maxlen=APPROVALS_KEPT)
         self._round_approvals: dict[int, list[tuple[float, str, int]]] = {}
         self._batches = len(self.trace.approvals)  # recorded approvals are batches 0..n-1
         self._schedules: dict[int, Schedule] = {}
+        self._settled: tuple[int, int] | None = None
+        """(round, its last incarnation) of the newest round whose schedule was let go: what
+        later rounds count from once that round's approvals and EventIds are forgotten."""
         self._served_ids: dict[str, tuple[int, str]] = {}
         self._cache: dict[tuple[int, int, str], Served] = {}
         self._fast: tuple[float, str, Served] | None = None
@@ -302,24 +308,40 @@ class Session:
         if rnd > 0:
             first = self._last_incarnation(rnd - 1)
         built = self._build(self._round_approvals.get(rnd, ()), first)
-        for old in [r for r in self._schedules if r < rnd - 1]:
-            del self._schedules[old]
+        old = [r for r in self._schedules if r < rnd - 1]
+        if old:
+            self._settle(max(old))
         self._schedules[rnd] = built
         return built
 
+    def _settle(self, rnd: int) -> None:
+        """Let go of round rnd and those before it: a replay only moves forward through its
+        rounds, so a server looping for days keeps two rounds of state, not all of them."""
+        self._settled = (rnd, self._schedules[rnd].transitions[-1].incarnation)
+        for r in [r for r in self._schedules if r <= rnd]:
+            del self._schedules[r]
+        for r in [r for r in self._round_approvals if r <= rnd]:
+            del self._round_approvals[r]
+        gone = [eid for eid, (r, _) in self._served_ids.items() if r <= rnd]
+        for eid in gone:
+            del self._served_ids[eid]
+
     def _build(self, approvals: Sequence[tuple[float, str, int]], first: int | None) -> Schedule:
         """A round's schedule from its own approvals (and the recorded ones, if played)."""
+        own = bool(approvals)
         approvals = list(approvals)
         if self.options.recorded_approvals:
             recorded = enumerate(self.trace.approvals)
             approvals += [(a.offset_s, e, batch) for batch, a in recorded for e in a.event_ids]
         key = (id(self.trace), tuple(approvals), self.options.approval_delay_s, first)
-        shared = _SHARED_SCHEDULES.get(key)
+        shared = None if own else _SHARED_SCHEDULES.get(key)
         if shared is not None and shared[0] is self.trace:
             return shared[1]
         built = build_schedule(
             self.trace, approvals, delay_s=self.options.approval_delay_s, first_incarnation=first
         )
+        if own:
+            return built
         if len(_SHARED_SCHEDULES) >= SHARED_SCHEDULES_MAX:
             del _SHARED_SCHEDULES[next(iter(_SHARED_SCHEDULES))]  # the oldest
         _SHARED_SCHEDULES[key] = (self.trace, built)
@@ -328,13 +350,20 @@ class Session:
     def _last_incarnation(self, rnd: int) -> int:
         """The last incarnation of a round, without building (or recursing through) every round
         before it: a round without approvals of its own adds the same count as any other."""
-        below = [r for r in self._schedules if r <= rnd] or [0]
-        base = max(below)
+        below = [r for r in self._schedules if r <= rnd]
+        last: int | None = None
+        if below:
+            base = max(below)
+        elif self._settled is not None and self._settled[0] <= rnd:
+            base, last = self._settled
+        else:
+            base = 0
         if any(base < r <= rnd for r in self._round_approvals):
             for r in range(base + 1, rnd + 1):
                 self.schedule(r)
-            base = rnd
-        last = self.schedule(base).transitions[-1].incarnation
+            base, last = rnd, None
+        if last is None:
+            last = self.schedule(base).transitions[-1].incarnation
         if base == rnd:
             return last
         plain = self._build((), None).transitions

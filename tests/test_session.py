@@ -165,3 +165,31 @@ def test_a_looping_session_remembers_only_the_newest_documents(monkeypatch: Any)
         clock.advance((nxt - session.position()) / 60 + 1e-6)
     assert list(session.documents) == served[-5:]
     assert len(set(served)) == len(served)  # each poll saw a new state
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trace=traces(),
+    moves=st.lists(
+        st.tuples(st.floats(0, 2.5, allow_nan=False), st.booleans()), min_size=1, max_size=30
+    ),
+)
+def test_letting_go_of_old_rounds_changes_no_document(
+    trace: Trace, moves: list[tuple[float, bool]]
+) -> None:
+    """A looping session that forgets finished rounds serves what one remembering all does."""
+    clock = FakeClock()
+    options = SessionOptions(speed=60, start=Start.now, loop=True)
+    forgetting = Session("a", trace, clock, options)
+    remembering = Session("b", trace, clock, options)
+    remembering._settle = lambda rnd: None  # type: ignore[method-assign]
+    round_s = max(trace.duration_s, 1) / 60
+    for rounds, approve in moves:
+        clock.advance(rounds * round_s)
+        doc = forgetting.current("2020-07-01").body
+        assert doc == remembering.current("2020-07-01").body
+        ids = [e["EventId"] for e in orjson.loads(doc)["Events"] if e["EventStatus"] == "Scheduled"]
+        if approve and ids:
+            assert forgetting.approve(ids) == remembering.approve(ids) == []
+            assert forgetting.current("2020-07-01") == remembering.current("2020-07-01")
+    assert len(forgetting._served_ids) <= len(remembering._served_ids)
