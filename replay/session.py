@@ -48,6 +48,9 @@ def _round_event_id(trace_name: str, rnd: int, original: str) -> str:
     return event_id_for(f"{trace_name}/round-{rnd}/{original}")
 
 
+SERVED_IDS_KEPT = 256
+"""EventIds a session remembers having served (the newest): approving an older one is
+approving an unknown EventId. A looping trace serves fresh ones every round."""
 APPROVALS_KEPT = 1_000
 """The approvals a session lists in its status (the newest)."""
 DOCUMENTS_KEPT = 1_000
@@ -154,7 +157,7 @@ class Session:
         self._schedules: dict[int, Schedule] = {}
         self._settled: tuple[int, int] | None = None
         """(round, its last incarnation) of the newest round whose schedule was let go: what
-        later rounds count from once that round's approvals and EventIds are forgotten."""
+        later rounds count from once that round's approvals are forgotten."""
         self._served_ids: dict[str, tuple[int, str]] = {}
         self._cache: dict[tuple[int, int, str], Served] = {}
         self._fast: tuple[float, str, Served] | None = None
@@ -315,16 +318,14 @@ class Session:
         return built
 
     def _settle(self, rnd: int) -> None:
-        """Let go of round rnd and those before it: a replay only moves forward through its
-        rounds, so a server looping for days keeps two rounds of state, not all of them."""
+        """Let go of the schedules and approvals of round rnd and those before it: a replay only
+        moves forward through its rounds, so a server looping for days keeps two rounds of
+        them, not all."""
         self._settled = (rnd, self._schedules[rnd].transitions[-1].incarnation)
         for r in [r for r in self._schedules if r <= rnd]:
             del self._schedules[r]
         for r in [r for r in self._round_approvals if r <= rnd]:
             del self._round_approvals[r]
-        gone = [eid for eid, (r, _) in self._served_ids.items() if r <= rnd]
-        for eid in gone:
-            del self._served_ids[eid]
 
     def _build(self, approvals: Sequence[tuple[float, str, int]], first: int | None) -> Schedule:
         """A round's schedule from its own approvals (and the recorded ones, if played)."""
@@ -372,7 +373,11 @@ class Session:
     def event_id(self, rnd: int, original: str) -> str:
         """The EventId served in a round: the trace's own in round 0, fresh ones after."""
         served = original if rnd == 0 else _round_event_id(self.trace.name, rnd, original)
-        self._served_ids[served] = (rnd, original)
+        ids = self._served_ids
+        if served not in ids:
+            ids[served] = (rnd, original)
+            if len(ids) > SERVED_IDS_KEPT:
+                del ids[next(iter(ids))]  # the first served of them
         return served
 
     def _state_key(self) -> tuple[int, int]:

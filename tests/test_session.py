@@ -193,3 +193,23 @@ def test_letting_go_of_old_rounds_changes_no_document(
             assert forgetting.approve(ids) == remembering.approve(ids) == []
             assert forgetting.current("2020-07-01") == remembering.current("2020-07-01")
     assert len(forgetting._served_ids) <= len(remembering._served_ids)
+
+
+def test_a_looping_session_remembers_only_its_newest_event_ids(monkeypatch: Any) -> None:
+    import replay.session
+
+    monkeypatch.setattr(replay.session, "SERVED_IDS_KEPT", 2)
+    clock = FakeClock()
+    trace = simple_trace()
+    session = Session("p", trace, clock, SessionOptions(speed=60, start=Start.now, loop=True))
+    ids_by_round = []
+    for _ in range(3):
+        session.step()
+        doc = orjson.loads(session.current("2020-07-01").body)
+        ids_by_round.append(doc["Events"][0]["EventId"])
+        clock.advance(trace.duration_s / 60)  # the same point of the next round
+    assert len(set(ids_by_round)) == 3
+    assert session.status()["round"] == 3
+    # kept: round 3's (served by approve's look at the current document) and round 2's
+    assert session.approve([ids_by_round[2]]) == []  # remembered, its round over: no change
+    assert session.approve([ids_by_round[1]]) == [ids_by_round[1]]  # forgotten: unknown
