@@ -95,7 +95,7 @@ SPEC: dict[str, Any] = {
         },
         "/replay/sessions/{session}/documents": {
             "parameters": [_SESSION],
-            "get": _op("The last 1,000 documents the session's IMDS endpoint served, in order"),
+            "get": _op("The last 256 documents the session's IMDS endpoint served, in order"),
         },
     },
 }

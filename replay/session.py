@@ -51,9 +51,9 @@ def _round_event_id(trace_name: str, rnd: int, original: str) -> str:
 SERVED_IDS_KEPT = 256
 """EventIds a session remembers having served (the newest): approving an older one is
 approving an unknown EventId. A looping trace serves fresh ones every round."""
-APPROVALS_KEPT = 1_000
+APPROVALS_KEPT = 256
 """The approvals a session lists in its status (the newest)."""
-DOCUMENTS_KEPT = 1_000
+DOCUMENTS_KEPT = 256
 """The served documents a session remembers (GET .../documents): a test's whole story, while
 a server left looping for days stays the same size."""
 MAX_ADVANCE_S = 1e9
