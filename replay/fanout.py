@@ -13,16 +13,17 @@ threads at once, none changes state or is closed while a helper looks at it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
+
+from replay.cpus import usable_cpus
 
 PER_THREAD_MIN = 32
 """Fewer connections than this per thread are offered by the calling thread alone: waking a
 helper costs about as much as a few sends."""
 
-HELPERS = max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 1) - 1
+HELPERS = usable_cpus() - 1
 """Helper threads by default: one fewer than the CPUs this process may run on."""
 
 _pool: ThreadPoolExecutor | None = None

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from replay.cpus import usable_cpus
 from replay.errors import ReplayError
 from replay.reference import LEAD_IN_S, REFERENCE_RESOURCES, event_id_for, reference_table
 from replay.timeline import Lifecycle, Snapshot, Trace, format_rfc1123
@@ -429,7 +429,7 @@ def write_synth(
     owned = _owned(o, traces_dir)
     _check_names_free(o, traces_dir, list(owned))
     chunks = -(-o.count // o.per_file)
-    jobs = min(chunks, jobs or _cpus())
+    jobs = min(chunks, jobs or usable_cpus())
     if jobs <= 1:
         paths = [_write_chunk(plan, traces_dir, chunk, progress) for chunk in range(chunks)]
     else:
@@ -441,9 +441,10 @@ def write_synth(
     return SynthResult(paths, o.count, removed)
 
 
-def _cpus() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _chunk(options: SynthOptions, chunk: int) -> range:
+    """The indexes of the traces in bundle number `chunk`."""
+    start = chunk * options.per_file
+    return range(start, min(start + options.per_file, options.count))
 
 
 def _write_chunk(
@@ -452,17 +453,15 @@ def _write_chunk(
     """Generate and write bundle number `chunk` (per_file traces from chunk * per_file)."""
     from replay.store import write_bundle
 
-    o = plan.options
-    start = chunk * o.per_file
-    stop = min(start + o.per_file, o.count)
+    indexes = _chunk(plan.options, chunk)
     batch = []
-    for trace in synth_traces(plan, start, stop):
+    for trace in synth_traces(plan, indexes.start, indexes.stop):
         batch.append(trace)
         if progress is not None and len(batch) % 500 == 0:
-            progress(start + len(batch))
-    path = write_bundle(batch, traces_dir, bundle_name(o, chunk))
+            progress(indexes.start + len(batch))
+    path = write_bundle(batch, traces_dir, bundle_name(plan.options, chunk))
     if progress is not None:
-        progress(stop)
+        progress(indexes.stop)
     return path
 
 
@@ -474,7 +473,6 @@ def _write_chunks_in_parallel(
     progress: Callable[[int], None] | None,
 ) -> list[Path]:
     """Bundles from worker processes (spawned: forking a process with threads can hang)."""
-    o = plan.options
     paths: dict[int, Path] = {}
     done = 0
     context = multiprocessing.get_context("spawn")
@@ -484,7 +482,7 @@ def _write_chunks_in_parallel(
             for future in as_completed(futures):
                 chunk = futures[future]
                 paths[chunk] = future.result()
-                done += min(o.per_file, o.count - chunk * o.per_file)
+                done += len(_chunk(plan.options, chunk))
                 if progress is not None:
                     progress(done)
         except BaseException:
