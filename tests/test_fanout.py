@@ -80,26 +80,40 @@ def pushed(i: int) -> Pushed:
     return Pushed(DEFAULT, b"{}", datetime(2025, 7, 1, tzinfo=UTC), 0.0, message)
 
 
-def frames(data: bytes) -> list[bytes]:
-    """The payloads of unmasked WebSocket frames, all complete."""
-    out = []
-    while data:
-        n, head = data[1] & 0x7F, 2
+def frames(data: bytes | bytearray, *, whole: bool = True) -> list[bytes]:
+    """The payloads of the unmasked WebSocket text frames at the front of data.
+
+    whole: every byte must belong to a complete frame; else a frame still arriving is left.
+    """
+    out, view = [], bytes(data)
+    while len(view) >= 2:
+        assert view[0] == 0x81, "not a text frame: a torn or interleaved one"
+        n, head = view[1] & 0x7F, 2
         if n == 126:
-            n, head = struct.unpack_from("!H", data, 2)[0], 4
-        assert data[0] == 0x81 and len(data) >= head + n, "a torn frame"
-        out.append(data[head : head + n])
-        data = data[head + n :]
+            if len(view) < 4:
+                break
+            n, head = struct.unpack_from("!H", view, 2)[0], 4
+        if len(view) < head + n:
+            break
+        out.append(view[head : head + n])
+        view = view[head + n :]
+    assert not (whole and view), "a torn frame"
     return out
+
+
+def subscribe(link: Link, registry: SessionRegistry) -> tuple[Fanout, Connection, bytes]:
+    """A Fanout of one connection on link, and the message it got on connect, taken off its
+    queue (the route's sender task would write it)."""
+    fanout = Fanout(registry, DEFAULT)
+    conn = Connection(link.transport, text_frame)
+    fanout.add(conn)
+    return fanout, conn, conn.queue.get_nowait()
 
 
 async def test_a_subscriber_that_falls_behind_gets_every_frame_whole_and_in_order(
     link: Link, registry: SessionRegistry
 ) -> None:
-    fanout = Fanout(registry, DEFAULT)
-    conn = Connection(link.transport, text_frame)
-    fanout.add(conn)
-    first = conn.queue.get_nowait()  # what the route's sender task writes on connect
+    fanout, conn, first = subscribe(link, registry)
     link.transport.write(text_frame(first))
     count = QUEUE_LIMIT * 3
     for i in range(count):
@@ -114,7 +128,7 @@ async def test_a_subscriber_that_falls_behind_gets_every_frame_whole_and_in_orde
     loop = asyncio.get_running_loop()
 
     async def drain_client() -> None:
-        while len(frames_prefix(received)) < count - conn.dropped + 1:
+        while len(frames(received, whole=False)) < count - conn.dropped + 1:
             received.extend(await loop.sock_recv(link.client, 65536))
 
     reader = asyncio.create_task(drain_client())
@@ -129,29 +143,10 @@ async def test_a_subscriber_that_falls_behind_gets_every_frame_whole_and_in_orde
     assert numbers[-1] == count - 1  # the newest are kept, the oldest dropped
 
 
-def frames_prefix(data: bytearray) -> list[bytes]:
-    """Complete frames at the front of data (a frame still arriving is not counted)."""
-    out, view = [], bytes(data)
-    while len(view) >= 2:
-        n, head = view[1] & 0x7F, 2
-        if n == 126:
-            if len(view) < 4:
-                break
-            n, head = struct.unpack_from("!H", view, 2)[0], 4
-        if len(view) < head + n:
-            break
-        out.append(view[head : head + n])
-        view = view[head + n :]
-    return out
-
-
 async def test_a_reset_subscriber_is_aborted_not_written_again(
     link: Link, registry: SessionRegistry
 ) -> None:
-    fanout = Fanout(registry, DEFAULT)
-    conn = Connection(link.transport, text_frame)
-    fanout.add(conn)
-    conn.queue.get_nowait()
+    fanout, conn, _ = subscribe(link, registry)
     link.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     link.client.close()  # a reset, not a goodbye (on loopback it lands within close())
     assert conn.offer(b"x" * 10) == FAILED

@@ -18,7 +18,7 @@ import socket
 import string
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -719,36 +719,35 @@ def _batches(kind: str) -> int:
 # -- the fuzz tests -------------------------------------------------------------------------------
 
 
-def test_imds_routes_answer_generated_requests_like_imds(traces_dir: Path) -> None:
+ADVANCES_S = (0, 0, 0.001, 0.5, 30, 3600, 86400 * 30)
+"""Fake-clock seconds between batches: the same moment, a blink, a transition, a month."""
+
+
+def fuzz(
+    traces_dir: Path, kind: str, requests: st.SearchStrategy[Req], advances_s: Sequence[float]
+) -> None:
+    """Send QUOTA[kind] generated requests in batches, the clock moving between batches."""
     with fuzzed(traces_dir) as app:
 
-        @settings(HYPOTHESIS, max_examples=_batches("imds"))
+        @settings(HYPOTHESIS, max_examples=_batches(kind))
         @given(
-            st.lists(imds_requests(), min_size=BATCH, max_size=BATCH),
-            st.sampled_from([0, 0, 0.001, 0.5, 30, 3600, 86400 * 30]),
+            st.lists(requests, min_size=BATCH, max_size=BATCH),
+            st.sampled_from(advances_s),
         )
         def batch(requests: list[Req], advance_s: float) -> None:
             app.clock.advance(advance_s)
-            app.send(requests, "imds")
+            app.send(requests, kind)
 
         batch()
-    assert SENT["imds"] >= QUOTA["imds"]
+    assert SENT[kind] >= QUOTA[kind]
+
+
+def test_imds_routes_answer_generated_requests_like_imds(traces_dir: Path) -> None:
+    fuzz(traces_dir, "imds", imds_requests(), ADVANCES_S)
 
 
 def test_control_routes_answer_generated_requests_in_one_error_shape(traces_dir: Path) -> None:
-    with fuzzed(traces_dir) as app:
-
-        @settings(HYPOTHESIS, max_examples=_batches("control"))
-        @given(
-            st.lists(control_requests(), min_size=BATCH, max_size=BATCH),
-            st.sampled_from([0, 0, 0.001, 0.5, 30, 3600, 86400 * 30]),
-        )
-        def batch(requests: list[Req], advance_s: float) -> None:
-            app.clock.advance(advance_s)
-            app.send(requests, "control")
-
-        batch()
-    assert SENT["control"] >= QUOTA["control"]
+    fuzz(traces_dir, "control", control_requests(), ADVANCES_S)
 
 
 # aiohttp 3.14's FileResponse drops the page's open file, unclosed, when the client half-closes
@@ -759,15 +758,7 @@ def test_control_routes_answer_generated_requests_in_one_error_shape(traces_dir:
     ":pytest.PytestUnraisableExceptionWarning"
 )
 def test_any_path_method_or_bytes_never_get_a_5xx(traces_dir: Path) -> None:
-    with fuzzed(traces_dir) as app:
-
-        @settings(HYPOTHESIS, max_examples=_batches("anything"))
-        @given(st.lists(any_requests(), min_size=BATCH, max_size=BATCH))
-        def batch(requests: list[Req]) -> None:
-            app.send(requests, "anything")
-
-        batch()
-    assert SENT["anything"] >= QUOTA["anything"]
+    fuzz(traces_dir, "anything", any_requests(), (0,))  # the clock stands still
 
 
 def test_the_fuzz_tests_sent_at_least_10000_requests() -> None:

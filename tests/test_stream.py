@@ -18,19 +18,24 @@ from replay.session import SessionOptions, Start
 from tests.serving import serving
 
 URL = "/metadata/scheduledevents?api-version=2020-07-01"
+LIVE_MIGRATION_WALL_S = 1230 / 60 + 0.1
+"""Wall seconds in which live-migration at 60x serves all four of its documents."""
+
+
+def play(registry: SessionRegistry, trace: str) -> None:
+    """Start the default session on a shipped trace at 60x, now."""
+    registry.create(DEFAULT, registry.trace(trace), SessionOptions(speed=60, start=Start.now))
 
 
 async def test_websocket_gets_the_current_document_then_every_new_one(
     client: Any, registry: SessionRegistry, clock: FakeClock
 ) -> None:
-    registry.create(
-        DEFAULT, registry.trace("live-migration"), SessionOptions(speed=60, start=Start.now)
-    )
+    play(registry, "live-migration")
     ws = await client.ws_connect("/s/default/stream")
     first = orjson.loads((await ws.receive()).data)
     assert first["document"]["DocumentIncarnation"] == 1
     assert set(first) == {"document", "at"}
-    await clock.run_for(1230 / 60 + 0.1, step=0.05)
+    await clock.run_for(LIVE_MIGRATION_WALL_S, step=0.05)
     got = [orjson.loads((await ws.receive(timeout=1)).data) for _ in range(3)]
     assert [m["document"]["DocumentIncarnation"] for m in got] == [2, 3, 4]
     assert [len(m["document"]["Events"]) for m in got] == [1, 1, 0]
@@ -43,9 +48,7 @@ async def test_websocket_gets_the_current_document_then_every_new_one(
 async def test_an_approval_is_pushed_at_once(
     client: Any, registry: SessionRegistry, clock: FakeClock
 ) -> None:
-    registry.create(
-        DEFAULT, registry.trace("user-reboot"), SessionOptions(speed=60, start=Start.now)
-    )
+    play(registry, "user-reboot")
     clock.advance(1)
     ws = await client.ws_connect("/s/default/stream")
     current = orjson.loads((await ws.receive()).data)["document"]
@@ -77,9 +80,7 @@ async def test_subscription_survives_a_session_replaced_by_name(
 async def test_server_sent_events_carry_the_same_messages(
     client: Any, registry: SessionRegistry, clock: FakeClock
 ) -> None:
-    registry.create(
-        DEFAULT, registry.trace("spot-eviction"), SessionOptions(speed=60, start=Start.now)
-    )
+    play(registry, "spot-eviction")
     resp = await client.get("/s/default/events")
     assert resp.headers["Content-Type"].startswith("text/event-stream")
 
@@ -101,13 +102,11 @@ async def test_server_sent_events_carry_the_same_messages(
 async def test_a_compressed_websocket_gets_every_document(
     client: Any, registry: SessionRegistry, clock: FakeClock
 ) -> None:
-    registry.create(
-        DEFAULT, registry.trace("live-migration"), SessionOptions(speed=60, start=Start.now)
-    )
+    play(registry, "live-migration")
     ws = await client.ws_connect("/s/default/stream", compress=15)
     assert ws.compress == 15  # permessage-deflate negotiated
     incarnations = [orjson.loads((await ws.receive()).data)["document"]["DocumentIncarnation"]]
-    await clock.run_for(1230 / 60 + 0.1, step=0.05)
+    await clock.run_for(LIVE_MIGRATION_WALL_S, step=0.05)
     incarnations += [
         orjson.loads((await ws.receive(timeout=1)).data)["document"]["DocumentIncarnation"]
         for _ in range(3)
@@ -119,11 +118,9 @@ async def test_a_compressed_websocket_gets_every_document(
 async def test_server_sent_events_written_straight_to_the_socket_stay_in_order(
     client: Any, registry: SessionRegistry, clock: FakeClock
 ) -> None:
-    registry.create(
-        DEFAULT, registry.trace("live-migration"), SessionOptions(speed=60, start=Start.now)
-    )
+    play(registry, "live-migration")
     resp = await client.get("/s/default/events")
-    await clock.run_for(1230 / 60 + 0.1, step=0.05)
+    await clock.run_for(LIVE_MIGRATION_WALL_S, step=0.05)
     seen: list[int] = []
     while len(seen) < 4:
         line = (await asyncio.wait_for(resp.content.readline(), 1)).decode()
