@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from processes import cpu_s, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/s/default/stream"
@@ -119,15 +120,7 @@ class Server:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the server has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        return cpu_s(self.proc.pid)
 
 
 def start_server(args: argparse.Namespace, variant: str) -> Server:
@@ -178,12 +171,7 @@ def start_server(args: argparse.Namespace, variant: str) -> Server:
 
 
 def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
+    stop(server.proc)
 
 
 # -- receivers -----------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from processes import cpu_s, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/metadata/scheduledevents?api-version=2020-07-01"
@@ -83,13 +84,6 @@ class Server:
     kind: str
     port: int
     proc: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def bare_body() -> bytes:
@@ -137,12 +131,7 @@ def start_server(kind: str, pin: set[int] | None, log: Path) -> Server:
 
 
 def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
+    stop(server.proc)
 
 
 def wrk_command(args: argparse.Namespace, script: Path, port: int, duration_s: float) -> list[str]:
@@ -165,12 +154,6 @@ def parse_wrk(stdout: str, stderr: str) -> dict[str, Any]:
             result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
             return result
     raise SystemExit(f"wrk printed no result:\n{stdout}\n{stderr}")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
