@@ -66,9 +66,9 @@ class Connection:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_LIMIT)
         self.dropped = 0
         self.encode = encode
-        self.transport = transport
-        """None: every message goes through the queue (compression, no socket)."""
         sock = None if transport is None else transport.get_extra_info("socket")
+        self.transport = None if sock is None else transport
+        """None: every message goes through the queue (compression, no socket)."""
         self.fd: int = -1 if sock is None else sock.fileno()
 
     def offer(self, frame: bytes) -> int:
