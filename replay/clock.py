@@ -67,10 +67,13 @@ class SystemClock:
         if t <= loop.time():
             await asyncio.sleep(0)
             return
-        if self._precise:
-            timer = self._timers.get(loop)
-            if timer is None:
+        timer = self._timers.get(loop) if self._precise else None
+        if timer is None and self._precise:
+            try:
                 timer = self._timers[loop] = _Timerfd(loop)
+            except OSError:  # e.g. a sandbox that refuses timerfds: asyncio's timers then
+                self._precise = False
+        if timer is not None:
             await timer.wait(t)
             return
         # loop.time() is time.monotonic(), so a call_at deadline lands on t itself

@@ -55,3 +55,15 @@ async def test_spinning_waiters_never_return_early() -> None:
 
     woke = await asyncio.gather(*(spinner(t) for t in deadlines))
     assert all(at >= t for at, t in zip(woke, deadlines, strict=True))
+
+
+async def test_a_refused_timerfd_falls_back_to_asyncio_timers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import replay.clock
+
+    monkeypatch.setattr(replay.clock, "_timerfd_create", lambda clock_id, flags: -1)
+    clock = SystemClock()
+    t = clock.now() + 0.002
+    await clock.sleep_until(t)
+    assert clock.now() >= t
