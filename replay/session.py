@@ -496,6 +496,7 @@ class Session:
         while self.state is State.running:
             nxt = self.next_transition()
             if nxt is None:
+                self._announce()  # the end came while this ticker was late: push it still
                 self.state = State.finished
                 self._anchor_pos = self.duration_s
                 return

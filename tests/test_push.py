@@ -31,9 +31,9 @@ async def test_push_to_a_websocket_server_sends_every_document_in_order(
     app = web.Application()
     app.router.add_get("/ws", ws_handler)
     server = await aiohttp_server(app)
-    trace = load_trace(traces_dir, "spot-eviction")  # 120 s of trace: 0.1 s at 1200x
+    trace = load_trace(traces_dir, "spot-eviction")  # 120 s of trace: 0.5 s at 240x
     report = await push_trace(
-        trace, f"ws://127.0.0.1:{server.port}/ws", clock=SystemClock(), speed=1200
+        trace, f"ws://127.0.0.1:{server.port}/ws", clock=SystemClock(), speed=240
     )
     assert report.delivered == 4 and report.failed == 0
     assert [m["document"]["DocumentIncarnation"] for m in received] == [1, 2, 3, 4]
@@ -67,7 +67,7 @@ async def test_webhook_push_retries_with_backoff_and_reports_failures(
         trace,
         f"http://127.0.0.1:{server.port}/hook",
         clock=SystemClock(),
-        speed=1200,
+        speed=240,
         attempts=3,
         backoff_s=0.001,
     )

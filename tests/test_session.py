@@ -218,3 +218,16 @@ def test_a_looping_session_remembers_only_its_newest_event_ids(monkeypatch: Any)
     # kept: round 3's (served by approve's look at the current document) and round 2's
     assert session.approve([ids_by_round[2]]) == []  # remembered, its round over: no change
     assert session.approve([ids_by_round[1]]) == [ids_by_round[1]]  # forgotten: unknown
+
+
+async def test_a_ticker_that_wakes_after_the_end_still_pushes_the_last_document() -> None:
+    clock = FakeClock()
+    trace = simple_trace()
+    session = Session("p", trace, clock, SessionOptions(speed=60, start=Start.now))
+    pushed: list[int] = []
+    session.subscribers.add(lambda p: pushed.append(orjson.loads(p.body)["DocumentIncarnation"]))
+    session.start_ticker()
+    clock.advance(trace.duration_s / 60 + 1)  # the loop stalled before the ticker first ran
+    await clock.run_for(0.01)
+    assert pushed == [trace.snapshots[-1].incarnation]
+    assert session.status()["state"] == "finished"
