@@ -20,9 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from replay.core.timeline import ORIGINS
 from replay.errors import InvalidTraceError, ReplayError
-from replay.store import BadFile, check_footer, infos_of, trace_files
-from replay.timeline import ORIGINS
+from replay.store.dataset import scenario_of_file, trace_files
+from replay.store.files import infos_of
+from replay.store.schema import BadFile, check_footer
 
 PHASE_COLUMNS = (
     "trace",
@@ -41,11 +43,6 @@ FILES_PER_BATCH = 256
 """Files decoded together: bounds memory to a batch of rows plus the per-event results."""
 
 
-def scenario_of(path: Path) -> str:
-    """The scenario of a trace file, from its hive folder `scenario=<name>`."""
-    return path.parent.name.removeprefix("scenario=")
-
-
 def select_files(traces_dir: Path, scenarios: Sequence[str] = ()) -> list[Path]:
     """The dataset's trace files, only of the given scenarios when any are given.
 
@@ -54,7 +51,7 @@ def select_files(traces_dir: Path, scenarios: Sequence[str] = ()) -> list[Path]:
     files = trace_files(traces_dir)
     if not scenarios:
         return files
-    known = sorted({scenario_of(p) for p in files})
+    known = sorted({scenario_of_file(p) for p in files})
     unknown = [s for s in scenarios if s not in known]
     if unknown:
         raise ReplayError(
@@ -62,7 +59,7 @@ def select_files(traces_dir: Path, scenarios: Sequence[str] = ()) -> list[Path]:
             f"scenarios there: {', '.join(known) or 'none'} (imds-replay traces)"
         )
     wanted = set(scenarios)
-    return [p for p in files if scenario_of(p) in wanted]
+    return [p for p in files if scenario_of_file(p) in wanted]
 
 
 def check_origins(origins: Sequence[str]) -> None:
@@ -99,7 +96,7 @@ def read_file(
     if any(c.num_chunks > 1 for c in table.columns):
         table = table.unify_dictionaries().combine_chunks()
     scenario = pa.DictionaryArray.from_arrays(
-        np.zeros(table.num_rows, np.int32), pa.array([scenario_of(path)])
+        np.zeros(table.num_rows, np.int32), pa.array([scenario_of_file(path)])
     )
     return table.append_column("scenario", scenario).replace_schema_metadata(None)
 

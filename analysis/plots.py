@@ -17,9 +17,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from analysis.timings import PHASES
+from replay.core.timeline import Trace
 from replay.errors import ReplayError
-from replay.store import write_atomic
-from replay.timeline import Trace
+from replay.store.files import write_atomic
 
 STATE_COLORS = {"Scheduled": "#f2b134", "Started": "#d1495b"}
 NOT_BEFORE_COLOR = "#1d3557"

@@ -27,14 +27,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analysis import Stat
 from analysis.dataset import PHASE_COLUMNS, iter_batches, select_files
+from replay.core.timeline import Trace
 from replay.errors import ReplayError
-from replay.store import BadFile, default_traces_dir, to_table
-from replay.timeline import Trace
+from replay.store.dataset import default_traces_dir
+from replay.store.schema import BadFile, to_table
 
 PHASES = ("notice_s", "scheduled_s", "started_s", "total_s", "duration_s")
 """The phases `timings` summarises, in seconds."""
-STATS = ("median", "mean", "min", "max", "p90", "p99")
+STATS = tuple(s.value for s in Stat)
 """Statistics `scenario_stats` computes; pN is the N-th percentile with linear interpolation."""
 EVENT_COLUMNS = (
     "scenario",

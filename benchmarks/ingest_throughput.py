@@ -3,8 +3,8 @@
 Generates two captures of --lines lines each (a plain shell-loop log polled every second, and
 a capture-format file of changes, heartbeats and errors), then times, best of --repeat:
   raw:    orjson.loads of every line's JSON (the whole line; after the timestamp for plain logs)
-  parse:  replay.ingest.parse_capture + capture_traces (episodes, labels, validation)
-  ingest: replay.ingest.ingest_file into an empty traces directory (adds the Parquet writes)
+  parse:  replay.recording.parse.parse_capture + capture_traces (episodes, labels, validation)
+  ingest: replay.recording.ingest.ingest_file into an empty traces directory (adds the Parquet writes)
 Times are CPU seconds (wall seconds for the Parquet writes, which wait on fsync), best of
 --repeat, raw and parse interleaved. The target is parse >= 50 % of raw.
 
@@ -26,8 +26,9 @@ from typing import Any
 
 import orjson
 
-from replay.ingest import capture_traces, ingest_file, parse_capture
-from replay.timeline import format_rfc1123
+from replay.core.timeline import format_rfc1123
+from replay.recording.ingest import capture_traces, ingest_file
+from replay.recording.parse import parse_capture
 
 T0 = datetime(2025, 7, 1, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/long_trace.py [--events N] [--speed X] [--hours H]
 
-Builds a valid trace in memory with replay.timeline: `--events` (6) events spread over
+Builds a valid trace in memory with replay.core.timeline: `--events` (6) events spread over
 86,400 s, each Scheduled with 15 minutes of notice, Started at its NotBefore and gone 5 minutes
 later; the last one is gone at exactly 86,400 s, so the trace's final transition is its end.
 Replays it through SessionRegistry.create on the real clock (SystemClock), started now, at
@@ -29,9 +29,11 @@ from typing import Any
 import orjson
 
 from replay.clock import SystemClock
-from replay.registry import SessionRegistry
-from replay.session import Pushed, Session, SessionOptions, Start, State
-from replay.timeline import Snapshot, Trace, format_rfc1123, parse_rfc1123, validate
+from replay.core.timeline import Snapshot, Trace, format_rfc1123, parse_rfc1123, validate
+from replay.playback.anchor import Start, State
+from replay.playback.registry import SessionRegistry
+from replay.playback.session import Session, SessionOptions
+from replay.playback.ticker import Pushed
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTED_AT = datetime(2025, 7, 1, tzinfo=UTC)

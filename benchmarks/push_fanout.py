@@ -40,7 +40,7 @@ Server variants (patched into the server process before the app is built):
 Also reported: the ticker's own lateness (the "transition" log lines), the spread of one
 transition across subscribers (last socket timestamp - first), the server's CPU time per
 transition, messages missing, and (unless --no-floor) two floors on N already-connected
-loopback sockets: one Python loop send()ing one frame on each, and replay.fanout.offer_all
+loopback sockets: one Python loop send()ing one frame on each, and replay.server.fanout.offer_all
 doing the same on every CPU. No server that writes each subscriber's socket can beat them.
 The receivers run on CPU 1 under SCHED_IDLE, so they take only CPU time the server leaves
 (the server may use both CPUs; --no-pin leaves both unpinned at normal priority).
@@ -84,12 +84,11 @@ VARIANTS = ("shipped", "no-spin", "one-thread", "coarse-timer", "tasks", "before
 def _patch(variant: str) -> None:
     """Put back an earlier push path in the server process (before make_app runs)."""
     import replay.clock as clock
-    import replay.fanout as fanout
-    import replay.session as session
-    import replay.stream as stream
+    import replay.playback.ticker as ticker
+    import replay.server.fanout as fanout
 
     if variant != "shipped":
-        session.SPIN_S = 0.0  # the ticker sleeps right up to each deadline
+        ticker.SPIN_S = 0.0  # the ticker sleeps right up to each deadline
     if variant in ("coarse-timer", "before"):
         clock._timerfd_create = None  # asyncio's own timers, as before the timerfd
     if variant == "before":
@@ -97,7 +96,7 @@ def _patch(variant: str) -> None:
     if variant in ("one-thread", "tasks", "before"):
         fanout.HELPERS = 0
     if variant in ("tasks", "before"):
-        stream.Connection.offer = lambda self, frame: stream.BUSY  # type: ignore[method-assign]
+        fanout.Connection.offer = lambda self, frame: fanout.BUSY  # type: ignore[method-assign]
 
 
 def _serve(argv: list[str]) -> None:
@@ -458,8 +457,8 @@ class _Raw:
 
 def floor_ms(n: int, rounds: int = 20, *, parallel: bool = False) -> list[float]:
     """Milliseconds one Python loop takes to send() a 400-byte frame on each of n sockets
-    (parallel: replay.fanout.offer_all on every CPU instead)."""
-    from replay.fanout import offer_all
+    (parallel: replay.server.fanout.offer_all on every CPU instead)."""
+    from replay.server.fanout import offer_all
 
     listener = socket.create_server(("127.0.0.1", 0), backlog=n)
     port = listener.getsockname()[1]

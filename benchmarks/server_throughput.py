@@ -90,7 +90,7 @@ def bare_body() -> bytes:
     """The live-migration document while its event is Scheduled: the size ours serves."""
     import orjson
 
-    from replay.store import load_trace
+    from replay.store.dataset import load_trace
 
     trace = load_trace(ROOT / "traces", "live-migration")
     return orjson.dumps(trace.snapshots[1].document)

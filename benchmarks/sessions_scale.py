@@ -43,9 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replay.clock import SystemClock
-from replay.registry import SessionRegistry
-from replay.session import Pushed, Session, SessionOptions, Start
-from replay.timeline import Trace
+from replay.core.timeline import Trace
+from replay.playback.anchor import Start
+from replay.playback.registry import SessionRegistry
+from replay.playback.session import Session, SessionOptions
+from replay.playback.ticker import Pushed
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "2020-07-01"

@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from replay.store import scan
-from replay.synth import SynthOptions, plan, write_synth
+from replay.recording.synth import SynthOptions, plan
+from replay.recording.synth_write import write_synth
+from replay.store.dataset import scan
 
 
 def main() -> None:

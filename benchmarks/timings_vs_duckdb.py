@@ -31,9 +31,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from replay.reference import REFERENCE_STARTED_AT, reference_table
-from replay.store import FORMAT_VERSION, META_TRACES, META_VERSION, SCHEMA
-from replay.timeline import format_rfc1123
+from replay.core.reference import REFERENCE_STARTED_AT, reference_table
+from replay.core.timeline import format_rfc1123
+from replay.store.schema import FORMAT_VERSION, META_TRACES, META_VERSION, SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +130,7 @@ def _file_table(name: str, scenario: Any, count: int, rng: np.random.Generator) 
 
 
 def write_bundle_file(table: pa.Table, path: Path) -> None:
-    """Write a bundle as replay.store.write_bundle does (no Arrow schema copy in the footer)."""
+    """Write a bundle as replay.store.dataset.write_bundle does (no Arrow schema copy in the footer)."""
     metadata = table.schema.metadata or {}
     with pq.ParquetWriter(path, SCHEMA, compression="zstd", store_schema=False) as writer:
         writer.write_table(table.replace_schema_metadata(None))

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from replay.clock import FakeClock
-from replay.registry import SessionRegistry
-from replay.server import make_app
+from replay.playback.registry import SessionRegistry
+from replay.server.app import make_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "traces"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from replay.timeline import Approval, Snapshot, Trace, format_rfc1123
+from replay.core.timeline import Approval, Snapshot, Trace, format_rfc1123
 
 T0 = datetime(2025, 7, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from replay.timeline import Approval, Snapshot, Trace, format_rfc1123
+from replay.core.timeline import Approval, Snapshot, Trace, format_rfc1123
 from tests.helpers import T0
 
 text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)

@@ -18,17 +18,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
-from replay.capture import (
-    DEFAULT_URL,
+from replay.clock import FakeClock
+from replay.recording.capture import DEFAULT_URL, capture
+from replay.recording.capture_file import (
     HEARTBEAT_S,
     CaptureError,
     CaptureStats,
-    capture,
     format_status,
     iso_utc,
 )
-from replay.clock import FakeClock
-from replay.ingest import capture_traces, parse_capture
+from replay.recording.ingest import capture_traces
+from replay.recording.parse import parse_capture
 from tests.helpers import event
 
 Step = dict[str, Any] | tuple[str, Any]
@@ -416,7 +416,7 @@ def test_the_capture_path_imports_neither_pandas_nor_pyarrow(tmp_path: Path) -> 
         "import sys; from typer.testing import CliRunner; from replay.cli import app;"
         f"r = CliRunner().invoke(app, ['capture', '--url', {url!r}, '--duration', '0',"
         f" '--out', {str(tmp_path / 'c.jsonl')!r}]); assert r.exit_code == 0, r.output;"
-        "import replay.capture;"
+        "import replay.recording.capture;"
         "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

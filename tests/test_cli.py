@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from replay.cli import app
+from replay.core.speed import parse_speed
 from replay.errors import SpeedError
-from replay.registry import parse_speed
 
 runner = CliRunner()
 
@@ -112,7 +112,8 @@ def test_serve_with_a_bad_speed_exits_2_before_binding(traces_dir: Path) -> None
 def test_serving_a_trace_does_not_import_pandas(traces_dir: Path) -> None:
     code = (
         "import sys; from pathlib import Path; from replay.clock import SystemClock;"
-        "from replay.registry import SessionRegistry; from replay.server import make_app;"
+        "from replay.playback.registry import SessionRegistry;"
+        "from replay.server.app import make_app;"
         f"r = SessionRegistry(Path({str(traces_dir)!r}), SystemClock());"
         "r.trace('live-migration'); r.trace_names(); make_app(r, clock=SystemClock());"
         "print('pandas' in sys.modules)"

@@ -22,8 +22,8 @@ import orjson
 import pytest
 
 from replay.clock import SystemClock
-from replay.store import iter_traces, scan
-from replay.timeline import Trace, format_rfc1123
+from replay.core.timeline import Trace, format_rfc1123
+from replay.store.dataset import iter_traces, scan
 from tests.serving import serving
 
 POLL = "/metadata/scheduledevents?api-version=2020-07-01"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from replay.clock import SystemClock
-from replay.timeline import parse_rfc1123
+from replay.core.timeline import parse_rfc1123
 from tests.conftest import ROOT
 from tests.serving import serving
 

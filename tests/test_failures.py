@@ -13,12 +13,14 @@ from typer.testing import CliRunner
 
 from replay.cli import app as cli_app
 from replay.clock import FakeClock
-from replay.registry import DEFAULT, SessionRegistry
-from replay.server import make_app
-from replay.session import SessionOptions, Start
+from replay.playback.anchor import Start
+from replay.playback.registry import DEFAULT, SessionRegistry
+from replay.playback.session import SessionOptions
+from replay.server.app import make_app
 
 URL = "/metadata/scheduledevents?api-version=2020-07-01"
 H = {"Metadata": "true"}
+JSON = {"Content-Type": "application/json"}
 
 
 async def client_for(aiohttp_client: Any, registry: SessionRegistry, clock: FakeClock) -> Any:
@@ -51,7 +53,8 @@ async def test_playbook_500s_are_served_inside_their_trace_time_window_only(
     client = await client_for(aiohttp_client, registry, clock)
     await client.post("/replay/sessions", json={"trace": "live-migration", "speed": 60})
     playbook = [{"from_s": 120, "to_s": 180, "status": 500}]
-    resp = await client.put("/replay/sessions/default/faults", data=orjson.dumps(playbook))
+    body = orjson.dumps(playbook)
+    resp = await client.put("/replay/sessions/default/faults", data=body, headers=JSON)
     assert resp.status == 200
     seen = []
     for tenth in range(0, 40):  # trace seconds 0, 6, 12, ... 234 (every 0.1 s of wall time)

@@ -11,10 +11,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from replay.fanout import offer_all
-from replay.registry import DEFAULT, SessionRegistry
-from replay.session import Pushed
-from replay.stream import BUSY, FAILED, QUEUE_LIMIT, Connection, Fanout, text_frame
+from replay.playback.registry import DEFAULT, SessionRegistry
+from replay.playback.ticker import Pushed
+from replay.server.fanout import (
+    BUSY,
+    FAILED,
+    QUEUE_LIMIT,
+    Connection,
+    Fanout,
+    offer_all,
+    text_frame,
+)
 
 
 @dataclass

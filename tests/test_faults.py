@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from replay.faults import FaultPlan, FaultWindow, PlaybookError, RateLimiter, parse_playbook
+from replay.core.faults import FaultPlan, FaultWindow, PlaybookError, RateLimiter, parse_playbook
 
 
 def test_playbook_parses_every_effect() -> None:

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from replay.cli import app
 from replay.errors import ReplayError
-from replay.ingest import BadLineError, ingest_file, parse_capture, scenario_of
-from replay.store import check_name, load_trace, trace_files
+from replay.recording.ingest import ingest_file, scenario_of
+from replay.recording.parse import BadLineError, parse_capture
+from replay.store.dataset import check_name, load_trace, trace_files
 from tests.helpers import event, trace_of
 
 DATA = Path(__file__).parent / "data" / "captures"

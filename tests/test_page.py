@@ -19,9 +19,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from replay.clock import FakeClock
-from replay.registry import SessionRegistry
-from replay.server import make_app
-from replay.static import ASSETS, STATIC_DIR
+from replay.playback.registry import SessionRegistry
+from replay.server.app import make_app
+from replay.server.page import ASSETS, STATIC_DIR
 from tests.conftest import ROOT
 from tests.serving import serving
 

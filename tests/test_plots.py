@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from analysis.plots import distributions_figure, save_figure, trace_figure
 from analysis.timings import PHASES, event_phases, load_events, scenario_stats, traces_rows
 from replay.cli import app
+from replay.core.timeline import Approval, Trace
 from replay.errors import ReplayError
-from replay.timeline import Approval, Trace
 from tests.helpers import event, trace_of
 
 runner = CliRunner()

@@ -11,8 +11,8 @@ from aiohttp import WSMsgType, web
 
 from replay.clock import SystemClock
 from replay.errors import ReplayError
-from replay.push import check_target, push_trace
-from replay.store import load_trace
+from replay.playback.push import check_target, push_trace
+from replay.store.dataset import load_trace
 
 
 async def test_push_to_a_websocket_server_sends_every_document_in_order(

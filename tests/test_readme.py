@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from replay.clireference import END, START, render, splice
+from replay.cli.reference import END, START, render, splice
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -25,7 +25,7 @@ def test_quick_start_is_two_commands_run_and_test() -> None:
 
 
 def test_every_trace_column_is_documented() -> None:
-    from replay.store import SCHEMA
+    from replay.store.schema import SCHEMA
 
     section = README.split("## The trace format", 1)[1]
     for name in SCHEMA.names:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from replay.capture import capture
 from replay.clock import SystemClock
-from replay.ingest import ingest_file
-from replay.pytest_plugin import ReplayServer
-from replay.store import load_trace, read_trace
+from replay.recording.capture import capture
+from replay.recording.ingest import ingest_file
+from replay.store.dataset import load_trace
+from replay.store.files import read_trace
+from replay.testing.plugin import ReplayServer
 
 SPEED = 60.0
 INTERVAL_S = 0.05  # 3 s of trace time at 60x

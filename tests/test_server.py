@@ -11,9 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from replay.clock import FakeClock
-from replay.registry import DEFAULT, SessionRegistry
-from replay.session import SessionOptions, Start
-from replay.timeline import parse_rfc1123
+from replay.core.timeline import parse_rfc1123
+from replay.playback.anchor import Start
+from replay.playback.registry import DEFAULT, SessionRegistry
+from replay.playback.session import SessionOptions
+from replay.playback.status import session_status
 
 URL = "/metadata/scheduledevents?api-version=2020-07-01"
 H = {"Metadata": "true"}
@@ -196,7 +198,7 @@ async def test_loop_uses_fresh_event_ids_and_incarnation_never_goes_back(
     other = SessionRegistry(registry.traces_dir, FakeClock())
     other.create(DEFAULT, other.trace("spot-eviction"), SessionOptions(speed=60, loop=True))
     assert ids[0] == original
-    assert [other.sessions[DEFAULT].event_id(r, original) for r in (1, 2)] == ids[1:]
+    assert [other.sessions[DEFAULT].rounds.event_id(r, original) for r in (1, 2)] == ids[1:]
 
 
 # -- approvals -----------------------------------------------------------------------------------
@@ -379,7 +381,8 @@ CONTROL_ERRORS = [
 async def test_every_control_route_answers_errors_in_one_shape(
     client: Any, method: str, path: str, body: bytes | None, status: int
 ) -> None:
-    resp = await client.request(method, path, data=body)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    resp = await client.request(method, path, data=body, headers=headers)
     assert resp.status == status
     error = (await resp.json())["error"]
     assert error["status"] == status
@@ -405,7 +408,7 @@ async def test_ticker_pushes_each_transition_on_its_anchor(
     await clock.run_for(1230 / 60 + 0.01, step=0.01)
     assert [orjson.loads(p.body)["DocumentIncarnation"] for p in pushed] == [2, 3, 4]
     assert all(0 <= p.lateness_s <= 0.01 for p in pushed)
-    assert registry.sessions[DEFAULT].status()["state"] == "finished"
+    assert session_status(registry.sessions[DEFAULT])["state"] == "finished"
 
 
 async def test_documents_lists_what_was_served(
@@ -435,7 +438,7 @@ async def test_finished_replay_resumes_from_the_start_and_seek_replays(
 ) -> None:
     play(registry, "spot-eviction", speed=60, start=Start.now)
     await clock.run_for(3, step=0.1)
-    assert registry.sessions[DEFAULT].status()["state"] == "finished"
+    assert session_status(registry.sessions[DEFAULT])["state"] == "finished"
     resumed = await (await client.post("/replay/sessions/default/resume")).json()
     assert (resumed["state"], resumed["position_s"]) == ("running", 0)
     await clock.run_for(3, step=0.1)

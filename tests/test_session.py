@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replay.clock import FakeClock
-from replay.session import Session, SessionOptions, Start
-from replay.timeline import Trace, parse_rfc1123
+from replay.core.timeline import Trace, parse_rfc1123
+from replay.playback.anchor import Start
+from replay.playback.session import Session, SessionOptions
+from replay.playback.status import session_status
 from tests.helpers import simple_trace
 from tests.strategies import traces
 
@@ -109,7 +111,7 @@ def test_stepping_through_every_transition_incarnation_grows_exactly_when_events
 
 
 def test_recorded_approvals_play_only_when_asked() -> None:
-    from replay.timeline import Approval
+    from replay.core.timeline import Approval
     from tests.helpers import event, trace_of
 
     trace = trace_of(
@@ -136,7 +138,7 @@ def test_recorded_approvals_play_only_when_asked() -> None:
 
 
 def test_approving_a_cancelled_event_just_before_the_end_still_finishes() -> None:
-    from replay.reference import reference_trace
+    from replay.core.reference import reference_trace
 
     clock = FakeClock()
     session = Session(
@@ -156,15 +158,15 @@ def looping(trace: Trace, clock: FakeClock, name: str = "p") -> Session:
 
 
 def test_a_looping_session_remembers_only_the_newest_documents(monkeypatch: Any) -> None:
-    import replay.session
+    import replay.playback.session
 
-    monkeypatch.setattr(replay.session, "DOCUMENTS_KEPT", 5)
+    monkeypatch.setattr(replay.playback.session, "DOCUMENTS_KEPT", 5)
     clock = FakeClock()
     trace = simple_trace()
     session = looping(trace, clock)
     served = []
     for _ in range(40):  # several loop rounds, one poll per document
-        served.append(session.current("2020-07-01").body)
+        served.append(session.poll("2020-07-01").body)
         nxt = session.next_transition()
         assert nxt is not None
         clock.advance((nxt - session.position()) / 60 + 1e-6)
@@ -185,7 +187,7 @@ def test_letting_go_of_old_rounds_changes_no_document(
     """A looping session that forgets finished rounds serves what one remembering all does."""
     clock = FakeClock()
     forgetting, remembering = looping(trace, clock, "a"), looping(trace, clock, "b")
-    remembering._settle = lambda rnd: None  # type: ignore[method-assign]
+    remembering.rounds._settle = lambda rnd: None  # type: ignore[method-assign]
     round_s = max(trace.duration_s, 1) / 60
     for rounds, approve in moves:
         clock.advance(rounds * round_s)
@@ -195,15 +197,16 @@ def test_letting_go_of_old_rounds_changes_no_document(
         if approve and ids:
             assert forgetting.approve(ids) == remembering.approve(ids) == []
             assert forgetting.current("2020-07-01") == remembering.current("2020-07-01")
-    settled = forgetting._settled
+    settled = forgetting.rounds._settled
     if settled is not None:  # nothing of a settled round is kept
-        assert all(r > settled[0] for r in [*forgetting._schedules, *forgetting._round_approvals])
+        held = [*forgetting.rounds.held(), *forgetting.rounds.approvals_held()]
+        assert all(r > settled[0] for r in held)
 
 
 def test_a_looping_session_remembers_only_its_newest_event_ids(monkeypatch: Any) -> None:
-    import replay.session
+    import replay.playback.rounds
 
-    monkeypatch.setattr(replay.session, "SERVED_IDS_KEPT", 2)
+    monkeypatch.setattr(replay.playback.rounds, "SERVED_IDS_KEPT", 2)
     clock = FakeClock()
     trace = simple_trace()
     session = looping(trace, clock)
@@ -214,7 +217,7 @@ def test_a_looping_session_remembers_only_its_newest_event_ids(monkeypatch: Any)
         ids_by_round.append(doc["Events"][0]["EventId"])
         clock.advance(trace.duration_s / 60)  # the same point of the next round
     assert len(set(ids_by_round)) == 3
-    assert session.status()["round"] == 3
+    assert session_status(session)["round"] == 3
     # kept: round 3's (served by approve's look at the current document) and round 2's
     assert session.approve([ids_by_round[2]]) == []  # remembered, its round over: no change
     assert session.approve([ids_by_round[1]]) == [ids_by_round[1]]  # forgotten: unknown
@@ -230,4 +233,4 @@ async def test_a_ticker_that_wakes_after_the_end_still_pushes_the_last_document(
     clock.advance(trace.duration_s / 60 + 1)  # the loop stalled before the ticker first ran
     await clock.run_for(0.01)
     assert pushed == [trace.snapshots[-1].incarnation]
-    assert session.status()["state"] == "finished"
+    assert session_status(session)["state"] == "finished"

@@ -9,8 +9,9 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from replay.reference import reference_table, reference_trace
-from replay.store import read_trace, trace_files
+from replay.core.reference import reference_table, reference_trace
+from replay.store.dataset import trace_files
+from replay.store.files import read_trace
 from tests.conftest import ROOT, SHIPPED
 
 FILES = trace_files(SHIPPED)
@@ -60,5 +61,5 @@ def test_packaged_table_is_the_shared_reference() -> None:
     shared = ROOT.parent / "shared" / "reference" / "scenarios.json"
     if not shared.exists():
         pytest.skip("../shared is not beside this checkout")
-    packaged = ROOT / "replay" / "data" / "scenarios.json"
+    packaged = ROOT / "replay" / "core" / "scenarios.json"
     assert json.loads(packaged.read_text()) == json.loads(shared.read_text())

@@ -14,26 +14,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from replay.core.timeline import Trace
 from replay.errors import FormatVersionError, InvalidTraceError, ReplayError, TraceNotFoundError
-from replay.store import (
+from replay.store.dataset import (
+    find_trace,
+    iter_traces,
+    load_trace,
+    scan,
+    trace_files,
+    write_bundle,
+    write_trace,
+)
+from replay.store.files import info_of, read_file, read_trace
+from replay.store.schema import (
     META_TRACE,
     META_TRACES,
     META_VERSION,
     SCHEMA,
     bundle_table,
-    find_trace,
-    info_of,
-    iter_traces,
-    load_trace,
-    read_file,
-    read_trace,
-    scan,
     to_table,
-    trace_files,
-    write_bundle,
-    write_trace,
 )
-from replay.timeline import Trace
 from tests.helpers import T0, simple_trace
 from tests.strategies import traces
 

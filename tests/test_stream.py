@@ -13,8 +13,9 @@ import aiohttp
 import orjson
 
 from replay.clock import FakeClock, SystemClock
-from replay.registry import DEFAULT, SessionRegistry
-from replay.session import SessionOptions, Start
+from replay.playback.anchor import Start
+from replay.playback.registry import DEFAULT, SessionRegistry
+from replay.playback.session import SessionOptions
 from tests.serving import serving
 
 URL = "/metadata/scheduledevents?api-version=2020-07-01"

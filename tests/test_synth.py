@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from replay.cli import app
+from replay.core.reference import reference_table
+from replay.core.timeline import Lifecycle, Trace, parse_rfc1123, validate
 from replay.errors import ReplayError
-from replay.reference import reference_table
-from replay.store import read_file, scan, write_bundle, write_trace
-from replay.synth import (
+from replay.recording.synth import (
     SYNTH_STARTED_AT,
     Normal,
     SynthOptions,
@@ -24,9 +24,10 @@ from replay.synth import (
     plan,
     synth_trace,
     synth_traces,
-    write_synth,
 )
-from replay.timeline import Lifecycle, Trace, parse_rfc1123, validate
+from replay.recording.synth_write import write_synth
+from replay.store.dataset import scan, write_bundle, write_trace
+from replay.store.files import read_file
 from tests.helpers import event, trace_of
 
 runner = CliRunner()
@@ -229,7 +230,7 @@ def _captured(tmp_path: Path) -> Path:
 
 
 def test_from_traces_resamples_captured_events_jointly(tmp_path: Path) -> None:
-    from replay.synth import captured_samples
+    from replay.recording.synth import captured_samples
 
     traces_dir = _captured(tmp_path)
     samples, problems = captured_samples(traces_dir, "host-maintenance")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from replay.core.timeline import Approval, Snapshot, format_rfc1123, parse_rfc1123, validate
 from replay.errors import InvalidTraceError
-from replay.timeline import Approval, Snapshot, format_rfc1123, parse_rfc1123, validate
 from tests.helpers import T0, event, simple_trace, trace_of
 
 

@@ -31,10 +31,11 @@ from analysis.timings import (
     traces_rows,
 )
 from replay.cli import app
+from replay.core.reference import reference_table
+from replay.core.timeline import Approval, Snapshot, Trace
 from replay.errors import InvalidTraceError, ReplayError
-from replay.reference import reference_table
-from replay.store import BadFile, write_bundle, write_trace
-from replay.timeline import Approval, Snapshot, Trace
+from replay.store.dataset import write_bundle, write_trace
+from replay.store.schema import BadFile
 from tests import strategies
 from tests.helpers import T0, event, trace_of
 

@@ -27,7 +27,7 @@ def traces(traces_dir: TracesDir = None, format: FormatOpt = Format.table) -> No
 
     Example: imds-replay traces --format json
     """
-    from replay.store import scan
+    from replay.store.dataset import scan
 
     directory = resolve_dir(traces_dir)
     good, bad = scan(directory)
@@ -54,7 +54,7 @@ def show(
 
     Example: imds-replay show live-migration
     """
-    from replay.store import load_trace
+    from replay.store.dataset import load_trace
 
     t = load_trace(resolve_dir(traces_dir), trace)
     if format is Format.json:
@@ -155,7 +155,8 @@ def synth(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from replay.synth import SynthOptions, captured_samples, parse_normal, plan, write_synth
+    from replay.recording.synth import SynthOptions, captured_samples, parse_normal, plan
+    from replay.recording.synth_write import write_synth
 
     directory = resolve_dir(traces_dir)
     options = SynthOptions(

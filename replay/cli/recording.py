@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,13 +18,9 @@ from replay.cli import (
     resolve_dir,
     user_errors,
 )
+from replay.core.imds import LATEST_VERSION
 from replay.errors import ReplayError
-
-
-class ApprovePolicy(StrEnum):
-    none = "none"
-    user = "user"
-    all = "all"
+from replay.recording.capture_file import ApprovePolicy
 
 
 @app.command()
@@ -35,7 +30,7 @@ def capture(
         str | None,
         typer.Option(
             help="Scheduled Events endpoint (default: IMDS, http://169.254.169.254/metadata/"
-            "scheduledevents?api-version=2020-07-01)",
+            f"scheduledevents?api-version={LATEST_VERSION})",
             show_default=False,
         ),
     ] = None,
@@ -74,7 +69,8 @@ def capture(
     from rich.live import Live
     from rich.text import Text
 
-    from replay.capture import DEFAULT_URL, CaptureStats, format_status, run_capture
+    from replay.recording.capture import DEFAULT_URL, run_capture
+    from replay.recording.capture_file import CaptureStats, format_status
 
     if out is None:
         host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "vm"
@@ -131,7 +127,7 @@ def ingest(
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from replay.ingest import FileReport, ingest_file, summarize
+    from replay.recording.ingest import FileReport, ingest_file, summarize
 
     directory = resolve_dir(traces_dir)
     reports: list[FileReport] = []

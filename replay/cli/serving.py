@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,12 +16,9 @@ from replay.cli import (
     resolve_dir,
     user_errors,
 )
+from replay.core.imds import LATEST_VERSION
 from replay.errors import ReplayError
-
-
-class StartMode(StrEnum):
-    first_request = "first-request"
-    now = "now"
+from replay.playback.anchor import Start
 
 
 @app.command()
@@ -39,8 +35,12 @@ def serve(
         str | None, typer.Option(help="Comma-separated VM names to put in every event")
     ] = None,
     start: Annotated[
-        StartMode, typer.Option(help="Start the replay clock at the first IMDS request, or now")
-    ] = StartMode.first_request,
+        Start,
+        typer.Option(
+            help="Start the replay clock at the first IMDS request, now, or never (virtual: "
+            "time moves only by the control API)"
+        ),
+    ] = Start.first_request,
     approval_delay: Annotated[
         float, typer.Option(help="Trace seconds between an approval and the event's start")
     ] = 0.0,
@@ -63,6 +63,10 @@ def serve(
             envvar="IMDS_REPLAY_TOKEN", help="Needed by the control API and page (non-loopback)"
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="A host name the control API and page answer to (repeatable)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     traces_dir: TracesDir = None,
 ) -> None:
@@ -75,11 +79,12 @@ def serve(
     from aiohttp import web
 
     from replay.clock import SystemClock
-    from replay.faults import FaultPlan, load_playbook
-    from replay.registry import DEFAULT, SessionRegistry, parse_speed
-    from replay.server import make_app
-    from replay.session import SessionOptions, Start
-    from replay.store import load_trace
+    from replay.core.faults import FaultPlan, load_playbook
+    from replay.core.speed import parse_speed
+    from replay.playback.registry import DEFAULT, SessionRegistry
+    from replay.playback.session import SessionOptions
+    from replay.server.app import make_app
+    from replay.store.dataset import load_trace
 
     loopback = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
     if not loopback and not token:
@@ -103,7 +108,7 @@ def serve(
             speed=factor,
             loop=loop,
             resources=names,
-            start=Start(start.value),
+            start=start,
             approval_delay_s=approval_delay,
             recorded_approvals=recorded_approvals,
         )
@@ -115,11 +120,7 @@ def serve(
             f"replaying {t.name} ({t.scenario}, {t.origin}) at {factor:g}x: "
             f"{t.duration_s:g} s of trace take {wall:.3g} s"
             + (", looping" if loop else "")
-            + (
-                "; the clock starts at the first request"
-                if start is StartMode.first_request
-                else ""
-            ),
+            + ("; the clock starts at the first request" if start is Start.first_request else ""),
             highlight=False,
         )
         for lc in t.lifecycles.values():
@@ -145,13 +146,13 @@ def serve(
     def ready(_: str) -> None:
         # run_app calls this once the socket is bound: scripts can wait for this line.
         err.print(
-            f"IMDS at http://{host}:{port}/metadata/scheduledevents?api-version=2020-07-01 "
+            f"IMDS at http://{host}:{port}/metadata/scheduledevents?api-version={LATEST_VERSION} "
             f"(control API: http://{host}:{port}/replay/; Ctrl-C stops)",
             highlight=False,
         )
 
     web.run_app(
-        make_app(registry, clock=clock),
+        make_app(registry, clock=clock, allowed_hosts=[host, *(allowed_host or [])]),
         host=host,
         port=port,
         print=ready,
@@ -176,9 +177,9 @@ def push(
     import asyncio
 
     from replay.clock import SystemClock
-    from replay.push import check_target, push_trace
-    from replay.registry import parse_speed
-    from replay.store import load_trace
+    from replay.core.speed import parse_speed
+    from replay.playback.push import check_target, push_trace
+    from replay.store.dataset import load_trace
 
     check_target(to)
     t = load_trace(resolve_dir(traces_dir), trace)

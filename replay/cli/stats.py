@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from analysis import Stat
 from replay.cli import (
     TracesDir,
     app,
@@ -19,27 +20,13 @@ from replay.cli import (
     resolve_dir,
     user_errors,
 )
+from replay.core.timeline import Origin
 
 
 class TimingsFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
-
-
-class Stat(StrEnum):
-    median = "median"
-    mean = "mean"
-    min = "min"
-    max = "max"
-    p90 = "p90"
-    p99 = "p99"
-
-
-class Origin(StrEnum):
-    captured = "captured"
-    reference = "reference"
-    synthetic = "synthetic"
 
 
 @app.command()
@@ -89,7 +76,7 @@ def timings(
     """
     from analysis.timings import PHASES as phases
     from analysis.timings import load_events, scenario_stats, stat_key, to_records
-    from replay.store import BadFile
+    from replay.store.schema import BadFile
 
     directory = resolve_dir(traces_dir)
     stats = list(dict.fromkeys(s.value for s in stat or [Stat.median]))
@@ -165,7 +152,7 @@ def plot(
     Example: imds-replay plot live-migration --out live-migration.png
     """
     from analysis.plots import save_figure, trace_figure
-    from replay.store import load_trace
+    from replay.store.dataset import load_trace
 
     save_figure(trace_figure(load_trace(resolve_dir(traces_dir), trace)), out_path)
     out.print(f"wrote {out_path}", markup=False, highlight=False)

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from replay.client import ReplayClient
+from replay.clock import SystemClock
+from replay.playback.registry import SessionRegistry
+from replay.server.app import make_app
+from replay.store.dataset import default_traces_dir
+from replay.testing.client import ReplayClient
 
 
 class ReplayServer:
@@ -37,13 +42,6 @@ class ReplayServer:
         return future.result(timeout=30)
 
     def open(self) -> ReplayServer:
-        from aiohttp import web
-
-        from replay.clock import SystemClock
-        from replay.registry import SessionRegistry
-        from replay.server import make_app
-        from replay.store import default_traces_dir
-
         self._thread.start()
         clock = SystemClock()
         registry = SessionRegistry(self._traces_dir or default_traces_dir(), clock)

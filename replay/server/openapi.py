@@ -63,6 +63,7 @@ SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "imds-replay control API", "version": "1"},
     "paths": {
+        "/replay/": {"get": _op("What the control API offers, with links to this and the page")},
         "/replay/traces": {"get": _op("List the traces the server can play")},
         "/replay/sessions": {
             "get": _op("List sessions with their status"),

@@ -13,9 +13,11 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from replay.clock import Clock
+from replay.core.timeline import Trace
 from replay.errors import ReplayError
-from replay.session import Pushed, Session, SessionOptions, Start, State
-from replay.timeline import Trace
+from replay.playback.anchor import Start, State
+from replay.playback.session import Session, SessionOptions
+from replay.playback.ticker import Pushed
 
 
 @dataclass

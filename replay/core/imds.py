@@ -1,17 +1,20 @@
-"""The IMDS wire format: api-versions, rendering a document for a client, error bodies."""
+"""The IMDS wire format: api-versions, rendering a document for a client, error bodies.
+
+Pure: standard library and orjson only. How a request is checked (headers, query) is the
+server's business (replay.server.imds); what the answers look like is decided here.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
-from multidict import istr
 
-from replay.schedule import Transition
-from replay.timeline import format_rfc1123
+from replay.core.schedule import Transition
+from replay.core.timeline import format_rfc1123
 
 # Oldest first. Each version shows the fields (and event types) it knew.
 VERSIONS = (
@@ -23,8 +26,43 @@ VERSIONS = (
     "2019-08-01",
     "2020-07-01",
 )
+LATEST_VERSION = VERSIONS[-1]
+"""The newest Scheduled Events api-version: what documentation, status and push use."""
 VERSION_SET = frozenset(VERSIONS)
-NEWEST_VERSIONS = ["2020-07-01", "2019-08-01", "2019-04-01"]
+NEWEST_VERSIONS = list(reversed(VERSIONS[-3:]))
+"""What an error about the api-version lists as "newest-versions", newest first."""
+INSTANCE_VERSIONS = (
+    *VERSIONS,
+    "2017-04-02",
+    "2017-10-01",
+    "2017-12-01",
+    "2018-02-01",
+    "2018-04-02",
+    "2018-10-01",
+    "2019-02-01",
+    "2019-03-11",
+    "2019-06-01",
+    "2019-06-04",
+    "2019-11-01",
+    "2020-06-01",
+    "2020-09-01",
+    "2020-10-01",
+    "2020-12-01",
+    "2021-01-01",
+    "2021-02-01",
+    "2021-03-01",
+    "2021-05-01",
+    "2021-10-01",
+    "2021-11-01",
+    "2021-11-15",
+    "2021-12-13",
+    "2023-07-01",
+    "2023-11-15",
+    "2024-03-15",
+    "2025-04-07",
+)
+"""api-versions that /metadata/instance accepts."""
+INSTANCE_VERSION_SET = frozenset(INSTANCE_VERSIONS)
 BASE_FIELDS = ("EventId", "EventStatus", "EventType", "ResourceType", "Resources", "NotBefore")
 ADDED_FIELDS = {
     "2019-04-01": "Description",
@@ -70,34 +108,6 @@ ERR_NOT_FOUND = "Not found"
 ERR_METHOD = "Method not allowed"
 ERR_BODY = "Bad request. The request body is not a valid StartRequests document"
 ERR_TOO_MANY = "Too many requests"
-
-
-# istr: a CIMultiDict looks these up without case-folding the name on every request.
-METADATA = istr("Metadata")
-X_FORWARDED_FOR = istr("X-Forwarded-For")
-
-
-class Rejection(NamedTuple):
-    """An IMDS error answer: status and body."""
-
-    status: int
-    body: bytes
-
-
-def check_request(
-    headers: Mapping[str, str], query: Mapping[str, str], versions: Collection[str] = VERSION_SET
-) -> str | Rejection:
-    """The api-version of a valid IMDS request (headers case-insensitive), or its 400 answer."""
-    if X_FORWARDED_FOR in headers:
-        return Rejection(400, error_body(ERR_FORWARDED))
-    if headers.get(METADATA, "").lower() != "true":
-        return Rejection(400, error_body(ERR_METADATA))
-    version = query.get("api-version")
-    if not version:
-        return Rejection(400, error_body(ERR_NO_VERSION, versions=True))
-    if version not in versions:
-        return Rejection(400, error_body(ERR_BAD_VERSION, versions=True))
-    return version
 
 
 def parse_start_requests(body: bytes) -> list[str] | None:

@@ -1,4 +1,4 @@
-"""The control page: plain HTML, CSS and JavaScript served at / (no build step)."""
+"""The control page: plain HTML, CSS and JavaScript modules served at / (no build step)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ from pathlib import Path
 
 from aiohttp import web
 
-STATIC_DIR = Path(__file__).resolve().parent
-ASSETS = ("app.js", "style.css")
-"""The files served under /static/ (only these: the package's Python files stay private)."""
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 NO_CACHE = {"Cache-Control": "no-cache"}
 """Revalidate on each load (ETag / Last-Modified): an upgraded server never shows a stale page."""
 
 
+def assets() -> tuple[str, ...]:
+    """The files served under /static/: the page's scripts and styles, nothing else."""
+    return tuple(sorted(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css")))
+
+
+ASSETS = assets()
+
+
 async def page(request: web.Request) -> web.StreamResponse:
     """GET /: the control page (with ?token=TOKEN when the server has one)."""
-    from replay.control import check_token
-
-    denied = check_token(request)
-    if denied is not None:
-        return denied
     return web.FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
 
 

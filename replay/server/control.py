@@ -1,80 +1,30 @@
 """The control API under /replay/: sessions, traces, pause/seek/step/speed, OpenAPI.
 
-Every answer is JSON; every error has one shape: {"error": {"status": N, "message": "..."}}.
+Every answer is JSON; every error has one shape, {"error": {"status": N, "message": "..."}},
+made by the middlewares (replay.server.middlewares) from the exceptions handlers raise. Reading
+Parquet files and scanning the dataset run in a thread, so loading a trace never stalls the
+tickers of running sessions.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
-from functools import wraps
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from replay.errors import ReplayError, TraceNotFoundError
-from replay.faults import FaultPlan, parse_playbook
-from replay.registry import parse_speed
-from replay.session import Session, SessionOptions, Start
+from replay.core.faults import FaultPlan, parse_playbook
+from replay.core.speed import parse_speed
+from replay.playback.anchor import Start
+from replay.playback.session import Session, SessionOptions
+from replay.playback.status import session_status
+from replay.server.keys import REGISTRY
+from replay.server.middlewares import ControlError, json_response
+from replay.server.openapi import SPEC
+from replay.store.dataset import scan
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
-
-
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(value), content_type="application/json", charset="utf-8"
-    )
-
-
-def control_error(status: int, message: str) -> web.Response:
-    """The control API's one error shape."""
-    return json_response({"error": {"status": status, "message": message}}, status)
-
-
-def check_token(request: web.Request) -> web.Response | None:
-    """None when the request may use the control API, page and streams; else its 401."""
-    from replay.server import REGISTRY
-
-    token = request.app[REGISTRY].token
-    if token is None:
-        return None
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    given = given or request.query.get("token", "")
-    if hmac.compare_digest(given.encode(), token.encode()):
-        return None
-    return control_error(
-        401, "this server needs its token: 'Authorization: Bearer TOKEN' or '?token=TOKEN'"
-    )
-
-
-class ControlError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def control(handler: Handler) -> Handler:
-    """Turn user errors into the control error shape (400, or 404 for unknown things)."""
-
-    @wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        denied = check_token(request)
-        if denied is not None:
-            return denied
-        try:
-            return await handler(request)
-        except ControlError as exc:
-            return control_error(exc.status, str(exc))
-        except TraceNotFoundError as exc:
-            return control_error(404, str(exc))
-        except ReplayError as exc:
-            return control_error(400, str(exc))
-        except web.HTTPRequestEntityTooLarge:
-            return control_error(413, "request body too large")
-
-    return wrapper
 
 
 async def body_of(request: web.Request) -> dict[str, Any]:
@@ -91,7 +41,6 @@ async def body_of(request: web.Request) -> dict[str, Any]:
 
 
 def session_of(request: web.Request) -> Session:
-    from replay.server import REGISTRY
 
     name = request.match_info["session"]
     session = request.app[REGISTRY].get(name)
@@ -138,27 +87,20 @@ def options_from(body: dict[str, Any]) -> SessionOptions:
 
 
 @routes.get("/replay/traces")
-@control
 async def list_traces(request: web.Request) -> web.Response:
-    from replay.server import REGISTRY
-    from replay.store import scan
 
-    good, _ = scan(request.app[REGISTRY].traces_dir, validate_all=False)
+    good, _ = await asyncio.to_thread(scan, request.app[REGISTRY].traces_dir, validate_all=False)
     return json_response([t.summary() for t in good])
 
 
 @routes.get("/replay/sessions")
-@control
 async def list_sessions(request: web.Request) -> web.Response:
-    from replay.server import REGISTRY
 
-    return json_response([s.status() for s in request.app[REGISTRY].sessions.values()])
+    return json_response([session_status(s) for s in request.app[REGISTRY].sessions.values()])
 
 
 @routes.post("/replay/sessions")
-@control
 async def create_session(request: web.Request) -> web.Response:
-    from replay.server import REGISTRY
 
     body = await body_of(request)
     name = _field(body, "name", str, "default")
@@ -166,20 +108,18 @@ async def create_session(request: web.Request) -> web.Response:
     if trace_name is None:
         raise ControlError(400, "'trace' is required (GET /replay/traces lists them)")
     registry = request.app[REGISTRY]
-    session = registry.create(name, registry.trace(trace_name), options_from(body))
-    return json_response(session.status(), 201)
+    trace = await asyncio.to_thread(registry.trace, trace_name)  # may read Parquet
+    session = registry.create(name, trace, options_from(body))
+    return json_response(session_status(session), 201)
 
 
 @routes.get("/replay/sessions/{session}")
-@control
 async def get_session(request: web.Request) -> web.Response:
-    return json_response(session_of(request).status())
+    return json_response(session_status(session_of(request)))
 
 
 @routes.delete("/replay/sessions/{session}")
-@control
 async def delete_session(request: web.Request) -> web.Response:
-    from replay.server import REGISTRY
 
     session = session_of(request)
     request.app[REGISTRY].delete(session.name)
@@ -187,23 +127,20 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 @routes.post("/replay/sessions/{session}/pause")
-@control
 async def pause(request: web.Request) -> web.Response:
     session = session_of(request)
     session.pause()
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.post("/replay/sessions/{session}/resume")
-@control
 async def resume(request: web.Request) -> web.Response:
     session = session_of(request)
     session.resume()
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.post("/replay/sessions/{session}/seek")
-@control
 async def seek(request: web.Request) -> web.Response:
     session = session_of(request)
     body = await body_of(request)
@@ -214,29 +151,26 @@ async def seek(request: web.Request) -> web.Response:
         if offset is None:
             raise ControlError(400, "give 'offset_s' (trace seconds) or 'next': true")
         session.seek(float(offset))
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.post("/replay/sessions/{session}/step")
-@control
 async def step(request: web.Request) -> web.Response:
     session = session_of(request)
     session.step()
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.post("/replay/sessions/{session}/advance")
-@control
 async def advance(request: web.Request) -> web.Response:
     session = session_of(request)
     body = await body_of(request)
     seconds = _field(body, "seconds", (int, float), None)
     session.advance(None if seconds is None else float(seconds))
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.post("/replay/sessions/{session}/speed")
-@control
 async def set_speed(request: web.Request) -> web.Response:
     session = session_of(request)
     body = await body_of(request)
@@ -246,11 +180,10 @@ async def set_speed(request: web.Request) -> web.Response:
     if isinstance(speed, bool) or not isinstance(speed, int | float | str):
         raise ControlError(400, f"'speed' has the wrong type: {speed!r}")
     session.set_speed(parse_speed(speed))
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.get("/replay/sessions/{session}/documents")
-@control
 async def documents(request: web.Request) -> web.Response:
     session = session_of(request)
     return web.Response(
@@ -261,7 +194,6 @@ async def documents(request: web.Request) -> web.Response:
 
 
 @routes.put("/replay/sessions/{session}/faults")
-@control
 async def load_faults(request: web.Request) -> web.Response:
     """Load a fault playbook into a running session: a list of windows, or {playbook, seed}."""
     session = session_of(request)
@@ -275,23 +207,38 @@ async def load_faults(request: web.Request) -> web.Response:
         seed = _field(body, "seed", int, 0)
         body = body.get("playbook")
     session.faults = FaultPlan(parse_playbook(body, "playbook"), seed=seed)
-    return json_response(session.status())
+    return json_response(session_status(session))
 
 
 @routes.delete("/replay/sessions/{session}/faults")
-@control
 async def clear_faults(request: web.Request) -> web.Response:
     session = session_of(request)
     session.faults = None
-    return json_response(session.status())
+    return json_response(session_status(session))
+
+
+@routes.get("/replay/")
+async def index(request: web.Request) -> web.Response:
+    """GET /replay/: what the control API offers, with links to its description and the page."""
+    paths = SPEC["paths"]
+    return json_response(
+        {
+            "name": "imds-replay control API",
+            "openapi": "/replay/openapi.json",
+            "page": "/",
+            "routes": [
+                {"method": method.upper(), "path": path, "summary": op["summary"]}
+                for path, item in paths.items()
+                for method, op in item.items()
+                if method != "parameters"
+            ],
+        }
+    )
 
 
 @routes.get("/replay/openapi.json")
-@control
 async def openapi(request: web.Request) -> web.Response:
-    from replay.openapi import SPEC
-
     return json_response(SPEC)
 
 
-CONTROL_ROUTES = routes
+ROUTES = list(routes)

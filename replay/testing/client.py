@@ -24,8 +24,16 @@ class ControlError(ReplayError):
 class ReplayClient:
     """Drive a running imds-replay server: sessions, time, and the IMDS endpoint itself."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8080", *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8080",
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
+        """Sent as 'Authorization: Bearer TOKEN' (a server off loopback needs it)."""
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -33,6 +41,8 @@ class ReplayClient:
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
                 return orjson.loads(resp.read())

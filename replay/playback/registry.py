@@ -8,36 +8,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from replay.clock import Clock
-from replay.errors import ReplayError, SpeedError, TraceNotFoundError
-from replay.faults import RateLimiter
-from replay.reference import dev_speed
-from replay.session import IDLE_TRACE, Pushed, Session, SessionOptions
-from replay.timeline import Trace
+from replay.core.faults import RateLimiter
+from replay.core.imds import LATEST_VERSION
+from replay.core.timeline import Trace
+from replay.errors import ReplayError, TraceNotFoundError
+from replay.playback.rounds import ScheduleCache
+from replay.playback.session import IDLE_TRACE, Session, SessionOptions
+from replay.playback.ticker import Pushed
+from replay.store.dataset import check_name, load_trace, scan
 
 DEFAULT = "default"
 SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MIN_SPEED = 0.001
-SPEED_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(x|%)?\s*$", re.IGNORECASE)
-
-
-def parse_speed(text: str | float) -> float:
-    """A speed factor from `60`, `60x`, `dev` (the reference dev speed) or `200%` (= 2)."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    elif isinstance(text, str) and text.strip().lower() == "dev":
-        value = dev_speed()
-    else:
-        match = SPEED_RE.match(text) if isinstance(text, str) else None
-        if not match:
-            raise SpeedError(
-                f"speed {text!r} is not understood; use a factor like 60 or 60x, 'dev' "
-                "(= 60), or a percentage like 200%"
-            )
-        value = float(match.group(1)) / (100 if match.group(2) == "%" else 1)
-    if not MIN_SPEED <= value <= 1_000_000:
-        # Slower, a trace's end lies past the year 9999 and its NotBefore cannot be written.
-        raise SpeedError(f"speed {text!r} must be at least {MIN_SPEED:g}x and at most 1000000x")
-    return value
 
 
 class SessionRegistry:
@@ -62,6 +43,8 @@ class SessionRegistry:
         """Wall seconds at a session's start during which IMDS answers slowly."""
         self.token = token
         """When set, the control API, page and streams need it (the IMDS routes never do)."""
+        self.schedules = ScheduleCache()
+        """Schedules shared by this registry's sessions; the app clears it when it closes."""
         self._traces: dict[str, Trace] = {}
         self.listeners: dict[str, set[Callable[[Pushed], None]]] = {}
         """Push subscribers by session name: they outlive a session replaced under that name."""
@@ -70,7 +53,9 @@ class SessionRegistry:
 
     def _idle(self, name: str, options: SessionOptions) -> None:
         listeners = self.listeners.setdefault(name, set())
-        self.sessions[name] = Session(name, IDLE_TRACE, self.clock, options, listeners)
+        self.sessions[name] = Session(
+            name, IDLE_TRACE, self.clock, options, listeners, self.schedules
+        )
 
     def add_trace(self, trace: Trace) -> None:
         """Make a trace available by name (e.g. one read from a path on the command line)."""
@@ -80,8 +65,6 @@ class SessionRegistry:
         """A trace by name only: control clients never reach files outside the dataset."""
         if name in self._traces:
             return self._traces[name]
-        from replay.store import check_name, load_trace
-
         try:
             check_name(name)
         except ReplayError:
@@ -94,8 +77,6 @@ class SessionRegistry:
         return trace
 
     def trace_names(self) -> list[str]:
-        from replay.store import scan
-
         good, _ = scan(self.traces_dir, validate_all=False)
         return sorted({t.name for t in good} | set(self._traces))
 
@@ -120,9 +101,10 @@ class SessionRegistry:
         if old is not None:
             old.stop()
             if options.first_incarnation is None and old.documents:
-                follow = old.current("2020-07-01").incarnation + 1
+                follow = old.current(LATEST_VERSION).incarnation + 1
                 options = replace(options, first_incarnation=follow)
-        session = Session(name, trace, self.clock, options, self.listeners.setdefault(name, set()))
+        listeners = self.listeners.setdefault(name, set())
+        session = Session(name, trace, self.clock, options, listeners, self.schedules)
         if self.warm_up_s > 0:
             session.warm_until = self.clock.now() + self.warm_up_s
         self.sessions[name] = session
@@ -136,7 +118,7 @@ class SessionRegistry:
             return False
         session.stop()
         if name == DEFAULT:
-            follow = session.current("2020-07-01").incarnation + 1
+            follow = session.current(LATEST_VERSION).incarnation + 1
             self._idle(DEFAULT, SessionOptions(first_incarnation=follow))
         elif not self.listeners.get(name):
             self.listeners.pop(name, None)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from replay.timeline import Trace
+from replay.core.timeline import Trace
 
 Event = Mapping[str, Any]
 

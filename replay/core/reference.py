@@ -1,4 +1,4 @@
-"""Reference timelines built from the published scenario table (replay/data/scenarios.json).
+"""Reference timelines built from the published scenario table (replay/core/scenarios.json).
 
 These are not captures: each is the timeline a VM would see if every phase lasted exactly the
 table's median (or documented minimum) and the VM polled once when each state began.
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from replay.timeline import Snapshot, Trace, format_rfc1123, validate
+from replay.core.timeline import Snapshot, Trace, format_rfc1123, validate
 
 REFERENCE_STARTED_AT = datetime(2025, 7, 1, tzinfo=UTC)
 """Wall time of offset 0 for every reference trace (the month the mock's medians describe)."""
@@ -69,13 +69,13 @@ def _row(raw: Mapping[str, Any]) -> Scenario:
 @cache
 def reference_table() -> dict[str, Scenario]:
     """The reference scenarios by name, in the table's order."""
-    raw = orjson.loads(resources.files("replay").joinpath("data/scenarios.json").read_bytes())
+    raw = orjson.loads(resources.files("replay.core").joinpath("scenarios.json").read_bytes())
     return {row["scenario"]: _row(row) for row in raw["scenarios"]}
 
 
 def dev_speed() -> float:
     """The speed factor called 'dev' (every wait divided by it)."""
-    raw = orjson.loads(resources.files("replay").joinpath("data/scenarios.json").read_bytes())
+    raw = orjson.loads(resources.files("replay.core").joinpath("scenarios.json").read_bytes())
     return float(raw["dev_speed"])
 
 
@@ -134,6 +134,6 @@ def reference_trace(name: str) -> Trace:
             snapshots=snapshots,
             started_at=REFERENCE_STARTED_AT,
             origin="reference",
-            source={"table": "replay/data/scenarios.json", "row_origin": row.origin},
+            source={"table": "replay/core/scenarios.json", "row_origin": row.origin},
         )
     )

@@ -26,20 +26,18 @@ give byte-identical files, and trace i does not depend on --count.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import random
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from replay.cpus import usable_cpus
+from replay.core.reference import LEAD_IN_S, REFERENCE_RESOURCES, event_id_for, reference_table
+from replay.core.timeline import Lifecycle, Snapshot, Trace, format_rfc1123
 from replay.errors import ReplayError
-from replay.reference import LEAD_IN_S, REFERENCE_RESOURCES, event_id_for, reference_table
-from replay.timeline import Lifecycle, Snapshot, Trace, format_rfc1123
+from replay.store.dataset import check_name, scan
+from replay.store.files import read_file
 
 SYNTH_STARTED_AT = datetime(2025, 8, 1, tzinfo=UTC)
 """Wall time of offset 0 of synthetic trace 0; trace i starts TRACE_SPACING_S * i later."""
@@ -174,8 +172,6 @@ def sample_of(lc: Lifecycle) -> Sample | None:
 def captured_samples(traces_dir: Path, scenario: str) -> tuple[list[Sample], list[str]]:
     """Samples from the captured traces of a scenario (sorted, so draws are reproducible),
     and the problems of files that could not be read."""
-    from replay.store import read_file, scan
-
     good, _ = scan(traces_dir, validate_all=False)
     paths = sorted({i.path for i in good if i.scenario == scenario and i.origin == "captured"})
     found: list[tuple[str, str, Sample]] = []
@@ -198,8 +194,6 @@ def captured_samples(traces_dir: Path, scenario: str) -> tuple[list[Sample], lis
 
 def plan(options: SynthOptions, samples: Sequence[Sample] | None = None) -> Plan:
     """Check options and resolve every phase; samples (from captured traces) replace reference."""
-    from replay.store import check_name
-
     if options.count < 1:
         raise ReplayError(f"--count must be at least 1, got {options.count}")
     if options.events_per_episode < 1:
@@ -368,124 +362,3 @@ def synth_traces(plan: Plan, start: int = 0, stop: int | None = None) -> Iterato
     """Synthetic traces start..stop-1 (default: all of them)."""
     for index in range(start, plan.options.count if stop is None else stop):
         yield synth_trace(plan, index)
-
-
-@dataclass(frozen=True, slots=True)
-class SynthResult:
-    """What a run wrote: bundle paths, trace count, and stale bundles of an earlier run removed."""
-
-    paths: list[Path]
-    traces: int
-    removed: list[Path]
-
-
-def _owned(options: SynthOptions, traces_dir: Path) -> dict[Path, int]:
-    """This prefix and seed's bundles already in the dataset (synthetic only), by chunk number."""
-    from replay.store import infos_of
-
-    folder = traces_dir / f"scenario={options.scenario}"
-    pattern = re.compile(re.escape(f"{options.prefix}-s{options.seed}-part") + r"(\d{4,})")
-    owned = {}
-    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        match = pattern.fullmatch(path.stem)
-        try:
-            infos = infos_of(path) if match else []
-        except ReplayError:
-            continue  # not ours to replace or remove; write_bundle says why if it is in the way
-        if match and infos and all(i.bundle and i.origin == "synthetic" for i in infos):
-            owned[path] = int(match.group(1))
-    return owned
-
-
-def _check_names_free(options: SynthOptions, traces_dir: Path, owned: Sequence[Path]) -> None:
-    """Refuse when one of this run's trace names is used by a file the run will not rewrite."""
-    from replay.store import scan
-
-    pattern = re.compile(re.escape(f"{options.prefix}-s{options.seed}-") + r"(\d{6,})")
-    good, bad = scan(traces_dir, validate_all=False)
-    for path, name in [(i.path, i.name) for i in good] + [(b.path, b.trace) for b in bad]:
-        match = pattern.fullmatch(name or "")
-        if match and int(match.group(1)) < options.count and path not in owned:
-            raise ReplayError(
-                f"trace name {name!r} is already used by {path}; pick another --name or --seed"
-            )
-
-
-def write_synth(
-    plan: Plan,
-    traces_dir: Path,
-    progress: Callable[[int], None] | None = None,
-    *,
-    jobs: int | None = None,
-) -> SynthResult:
-    """Write the plan's traces in bundles of per_file; re-running replaces this seed's bundles.
-
-    Bundles are written by `jobs` processes at once (default: the CPUs available; 1 writes
-    in this process). Each bundle is its own atomic file and depends only on the plan and its
-    number, so the files are the same for any jobs. progress(n) is called with the number of
-    traces done so far.
-    """
-    o = plan.options
-    owned = _owned(o, traces_dir)
-    _check_names_free(o, traces_dir, list(owned))
-    chunks = -(-o.count // o.per_file)
-    jobs = min(chunks, jobs or usable_cpus())
-    if jobs <= 1:
-        paths = [_write_chunk(plan, traces_dir, chunk, progress) for chunk in range(chunks)]
-    else:
-        paths = _write_chunks_in_parallel(plan, traces_dir, chunks, jobs, progress)
-    # Bundles of an earlier, larger run with this prefix and seed would be stale: remove them.
-    removed = [p for p, chunk in owned.items() if chunk >= len(paths)]
-    for path in removed:
-        path.unlink()
-    return SynthResult(paths, o.count, removed)
-
-
-def _chunk(options: SynthOptions, chunk: int) -> range:
-    """The indexes of the traces in bundle number `chunk`."""
-    start = chunk * options.per_file
-    return range(start, min(start + options.per_file, options.count))
-
-
-def _write_chunk(
-    plan: Plan, traces_dir: Path, chunk: int, progress: Callable[[int], None] | None = None
-) -> Path:
-    """Generate and write bundle number `chunk` (per_file traces from chunk * per_file)."""
-    from replay.store import write_bundle
-
-    indexes = _chunk(plan.options, chunk)
-    batch = []
-    for trace in synth_traces(plan, indexes.start, indexes.stop):
-        batch.append(trace)
-        if progress is not None and len(batch) % 500 == 0:
-            progress(indexes.start + len(batch))
-    path = write_bundle(batch, traces_dir, bundle_name(plan.options, chunk))
-    if progress is not None:
-        progress(indexes.stop)
-    return path
-
-
-def _write_chunks_in_parallel(
-    plan: Plan,
-    traces_dir: Path,
-    chunks: int,
-    jobs: int,
-    progress: Callable[[int], None] | None,
-) -> list[Path]:
-    """Bundles from worker processes (spawned: forking a process with threads can hang)."""
-    paths: dict[int, Path] = {}
-    done = 0
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_write_chunk, plan, traces_dir, c): c for c in range(chunks)}
-        try:
-            for future in as_completed(futures):
-                chunk = futures[future]
-                paths[chunk] = future.result()
-                done += len(_chunk(plan.options, chunk))
-                if progress is not None:
-                    progress(done)
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-    return [paths[c] for c in range(chunks)]

@@ -12,9 +12,10 @@ import contextlib
 import email.utils
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -37,7 +38,17 @@ EVENT_TYPES = frozenset({"Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"}
 EVENT_STATUSES = frozenset({"Scheduled", "Started"})
 EVENT_SOURCES = frozenset({"Platform", "User"})
 RESOURCE_TYPES = frozenset({"VirtualMachine"})
-ORIGINS = ("captured", "reference", "synthetic")
+
+
+class Origin(StrEnum):
+    """Where a trace came from."""
+
+    captured = "captured"
+    reference = "reference"
+    synthetic = "synthetic"
+
+
+ORIGINS = tuple(o.value for o in Origin)
 
 
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
@@ -332,8 +343,3 @@ def validate(trace: Trace) -> Trace:
     for problem in trace_problems(trace):
         raise InvalidTraceError(problem)
     return trace
-
-
-def snapshots_from(offsets_and_documents: Sequence[tuple[float, Document]]) -> tuple[Snapshot, ...]:
-    """Build snapshots from (offset_s, document) pairs."""
-    return tuple(Snapshot(float(o), d) for o, d in offsets_and_documents)

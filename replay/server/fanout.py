@@ -1,32 +1,93 @@
-"""Push routes: every session's new documents over WebSocket and Server-Sent Events.
-
-A subscriber gets the current document on connect, then one message per new document, sent
-when the session's ticker (scheduled on the session's anchor) sees it become current.
+"""Push fan-out: one session's new document written to every subscribed socket at once.
 
 All connections of one session name form a Fanout, the session's one listener. A push encodes
 the message once per wire format and writes it straight to every socket that has nothing
-waiting (replay.fanout spreads those writes over the CPUs). A connection with a backlog, or
-one that negotiated compression (aiohttp's writer keeps that state), gets the message through
-its own bounded queue and sender task instead, which drops the oldest when it overflows.
-Waking one task per connection for every push cost as much CPU again as the writes
-(benchmarks/push_fanout.py).
+waiting. A connection with a backlog, one that negotiated compression (aiohttp's writer keeps
+that state) or one over TLS gets the message through its own bounded queue and sender task
+instead, which drops the oldest when it overflows. Waking one task per connection for every
+push cost as much CPU again as the writes (benchmarks/push_fanout.py).
+
+Offering one push to many connections at once, on every CPU the process may use.
+
+On loopback a send() of a few hundred bytes costs about 13 microseconds of kernel time on the
+project's 2-core machines (the same in C; benchmarks/push_fanout.py prints this floor), so
+1,000 subscribers take 13 ms from one thread. The kernel work runs without the GIL, so helper
+threads taking their share of the connections at the same time cut that by the number of
+CPUs.
+
+The caller (the event loop's thread) takes the first share itself and waits for the helpers
+before it returns, so nothing else on the loop runs meanwhile: no connection is written by two
+threads at once, none changes state or is closed while a helper looks at it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from aiohttp import WSMsgType, web
-from aiohttp_sse import sse_response
+from replay.cpus import usable_cpus
+from replay.playback.registry import SessionRegistry
+from replay.playback.ticker import Pushed
 
-from replay.fanout import offer_all
-from replay.registry import SessionRegistry
-from replay.session import Pushed
+PER_THREAD_MIN = 32
+"""Fewer connections than this per thread are offered by the calling thread alone: waking a
+helper costs about as much as a few sends."""
+
+HELPERS = usable_cpus() - 1
+"""Helper threads by default: one fewer than the CPUs this process may run on."""
+
+POOL_THREADS = 32
+"""The most helper threads a pool keeps (they start as they are first needed)."""
+
+
+def make_pool() -> ThreadPoolExecutor:
+    """The helper threads of one server (made and shut down with its app)."""
+    return ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="push-fanout")
+
+
+class Offerable(Protocol):
+    def offer(self, data: bytes) -> int:
+        """Write data now if possible: the bytes written, or a negative code."""
+        ...
+
+
+def offer_all(
+    targets: Sequence[Offerable],
+    data: bytes,
+    pool: ThreadPoolExecutor | None,
+    *,
+    helpers: int | None = None,
+) -> list[int]:
+    """target.offer(data) for every target, spread over the calling thread and pool's threads.
+
+    helpers (default HELPERS, at most POOL_THREADS - 1) bounds the threads that join the
+    calling one; without a pool the calling thread offers to every target.
+    """
+    results = [0] * len(targets)
+    threads = 1 + min(HELPERS if helpers is None else helpers, len(targets) // PER_THREAD_MIN - 1)
+    if threads <= 1 or pool is None:
+        _offer_range(targets, data, results, 0, len(targets))
+        return results
+    share = -(-len(targets) // threads)
+    bounds = [(lo, min(lo + share, len(targets))) for lo in range(0, len(targets), share)]
+    futures = [pool.submit(_offer_range, targets, data, results, lo, hi) for lo, hi in bounds[1:]]
+    _offer_range(targets, data, results, *bounds[0])
+    for future in futures:
+        future.result()
+    return results
+
+
+def _offer_range(
+    targets: Sequence[Offerable], data: bytes, results: list[int], lo: int, hi: int
+) -> None:
+    for i in range(lo, hi):
+        results[i] = targets[i].offer(data)
+
 
 QUEUE_LIMIT = 256
 """Messages a slow subscriber may fall behind by before the oldest are dropped."""
@@ -67,8 +128,10 @@ class Connection:
         self.dropped = 0
         self.encode = encode
         sock = None if transport is None else transport.get_extra_info("socket")
+        if transport is not None and transport.get_extra_info("sslcontext") is not None:
+            sock = None  # TLS: bytes written to the fd would bypass the encryption
         self.transport = None if sock is None else transport
-        """None: every message goes through the queue (compression, no socket)."""
+        """None: every message goes through the queue (compression, TLS, no socket)."""
         self.fd: int = -1 if sock is None else sock.fileno()
 
     def offer(self, frame: bytes) -> int:
@@ -76,7 +139,7 @@ class Connection:
 
         Returns the bytes written (the socket may take fewer, or none, when full), BUSY when
         a backlog or a closing transport means the frame must take the queue, or FAILED.
-        Called from replay.fanout's threads while the loop waits, so it only reads state.
+        Called from offer_all's threads while the loop waits, so it only reads state.
         """
         transport = self.transport
         if (
@@ -103,9 +166,12 @@ class Connection:
 class Fanout:
     """The connections subscribed to one session name, grouped by wire format."""
 
-    def __init__(self, registry: SessionRegistry, name: str) -> None:
+    def __init__(
+        self, registry: SessionRegistry, name: str, pool: ThreadPoolExecutor | None = None
+    ) -> None:
         self.registry = registry
         self.name = name
+        self.pool = pool
         self.groups: dict[Callable[[bytes], bytes], dict[Connection, None]] = {}
         """Connections by encoder, each group in the order they subscribed."""
         self._unsubscribe: Callable[[], None] | None = None
@@ -135,7 +201,7 @@ class Fanout:
         for encode, group in list(self.groups.items()):
             frame = encode(pushed.message)
             conns = list(group)
-            for conn, n in zip(conns, offer_all(conns, frame), strict=True):
+            for conn, n in zip(conns, offer_all(conns, frame, self.pool), strict=True):
                 if n == len(frame):
                     continue
                 if n == BUSY:
@@ -144,90 +210,3 @@ class Fanout:
                     conn.transport.abort()  # reset or closed under us; the route sees it end
                 elif conn.transport is not None:
                     conn.transport.write(frame[n:])  # the rest, in order, as the socket drains
-
-
-FANOUTS = web.AppKey("fanouts", dict[str, Fanout])
-
-
-@contextlib.contextmanager
-def subscribed(request: web.Request, conn: Connection) -> Iterator[Connection]:
-    """Add a connection to its session's Fanout for the duration of the block."""
-    fanouts = request.app[FANOUTS]
-    name = request.match_info["session"]
-    fanout = fanouts.get(name)
-    if fanout is None:
-        fanout = fanouts[name] = Fanout(_registry(request), name)
-    fanout.add(conn)
-    try:
-        yield conn
-    finally:
-        if fanout.remove(conn) and fanouts.get(name) is fanout:
-            del fanouts[name]
-
-
-def _registry(request: web.Request) -> SessionRegistry:
-    from replay.server import REGISTRY
-
-    return request.app[REGISTRY]
-
-
-def _missing(request: web.Request) -> web.Response | None:
-    """The 401 or 404 answer when the stream cannot be opened, else None."""
-    from replay.control import check_token, control_error
-
-    denied = check_token(request)
-    if denied is not None:
-        return denied
-    name = request.match_info["session"]
-    if _registry(request).get(name) is None:
-        return control_error(404, f"no session {name!r} (GET /replay/sessions lists them)")
-    return None
-
-
-async def websocket(request: web.Request) -> web.StreamResponse:
-    """GET /s/{session}/stream: one text message per new document."""
-    missing = _missing(request)
-    if missing is not None:
-        return missing
-    ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
-    transport = None if ws.compress else request.transport
-    assert transport is None or isinstance(transport, asyncio.Transport)
-    with subscribed(request, Connection(transport, text_frame)) as conn:
-
-        async def send() -> None:
-            while True:
-                await ws.send_str((await conn.queue.get()).decode())
-
-        sender = asyncio.create_task(send())
-        try:
-            async for msg in ws:  # the client says nothing we need; this notices it leaving
-                if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
-                    break
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-    return ws
-
-
-async def events(request: web.Request) -> web.StreamResponse:
-    """GET /s/{session}/events: the same messages as Server-Sent Events."""
-    missing = _missing(request)
-    if missing is not None:
-        return missing
-    async with sse_response(request) as sse:
-        # a chunked, uncompressed response (HTTP/1.1) takes direct writes; others the queue
-        direct = sse.chunked and not sse.compression
-        transport = request.transport if direct else None
-        assert transport is None or isinstance(transport, asyncio.Transport)
-        with subscribed(request, Connection(transport, sse_chunk)) as conn:
-            while sse.is_connected():
-                await sse.send((await conn.queue.get()).decode(), event=SSE_EVENT)
-    return sse
-
-
-ROUTES = [
-    web.get("/s/{session}/stream", websocket),
-    web.get("/s/{session}/events", events),
-]

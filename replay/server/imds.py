@@ -1,60 +1,59 @@
-"""make_app: the aiohttp application serving IMDS routes and the control API."""
+"""The IMDS routes: Scheduled Events and instance metadata, answered exactly as IMDS does."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
+from typing import NamedTuple
 
 from aiohttp import hdrs, web
+from multidict import istr
 
-from replay import imds
-from replay.clock import Clock
-from replay.registry import DEFAULT, SessionRegistry
-from replay.session import Session
+from replay.core import imds
+from replay.playback.registry import DEFAULT, SessionRegistry
+from replay.playback.session import Session
+from replay.server.keys import REGISTRY
+from replay.server.middlewares import control_error, imds_route
 
-REGISTRY = web.AppKey("registry", SessionRegistry)
-CLOCK = web.AppKey("clock", Clock)
 MAX_BODY = 64 * 1024
 HEADERS = {"Content-Type": imds.CONTENT_TYPE}
-INSTANCE_VERSIONS = (
-    *imds.VERSIONS,
-    "2017-04-02",
-    "2017-10-01",
-    "2017-12-01",
-    "2018-02-01",
-    "2018-04-02",
-    "2018-10-01",
-    "2019-02-01",
-    "2019-03-11",
-    "2019-06-01",
-    "2019-06-04",
-    "2019-11-01",
-    "2020-06-01",
-    "2020-09-01",
-    "2020-10-01",
-    "2020-12-01",
-    "2021-01-01",
-    "2021-02-01",
-    "2021-03-01",
-    "2021-05-01",
-    "2021-10-01",
-    "2021-11-01",
-    "2021-11-15",
-    "2021-12-13",
-    "2023-07-01",
-    "2023-11-15",
-    "2024-03-15",
-    "2025-04-07",
-)
-INSTANCE_VERSION_SET = frozenset(INSTANCE_VERSIONS)
 SIMPLE_QUERIES: dict[str, Mapping[str, str]] = {
-    f"api-version={v}": MappingProxyType({"api-version": v}) for v in INSTANCE_VERSIONS
+    f"api-version={v}": MappingProxyType({"api-version": v}) for v in imds.INSTANCE_VERSIONS
 }
 """The usual query strings, already parsed: the poll path skips parsing them again."""
 POLL_TARGETS = {f"/metadata/scheduledevents?{q}": p for q, p in SIMPLE_QUERIES.items()}
 """The same for whole request targets of the default session (no split at "?" either)."""
 log = logging.getLogger("imds_replay")
+
+# istr: a CIMultiDict looks these up without case-folding the name on every request.
+METADATA = istr("Metadata")
+X_FORWARDED_FOR = istr("X-Forwarded-For")
+
+
+class Rejection(NamedTuple):
+    """An IMDS error answer: status and body."""
+
+    status: int
+    body: bytes
+
+
+def check_request(
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    versions: Collection[str] = imds.VERSION_SET,
+) -> str | Rejection:
+    """The api-version of a valid IMDS request (headers case-insensitive), or its 400 answer."""
+    if X_FORWARDED_FOR in headers:
+        return Rejection(400, imds.error_body(imds.ERR_FORWARDED))
+    if headers.get(METADATA, "").lower() != "true":
+        return Rejection(400, imds.error_body(imds.ERR_METADATA))
+    version = query.get("api-version")
+    if not version:
+        return Rejection(400, imds.error_body(imds.ERR_NO_VERSION, versions=True))
+    if version not in versions:
+        return Rejection(400, imds.error_body(imds.ERR_BAD_VERSION, versions=True))
+    return version
 
 
 def imds_error(status: int, message: str) -> web.Response:
@@ -70,6 +69,7 @@ def _session(request: web.Request) -> Session | None:
     return request.app[REGISTRY].sessions.get(request.match_info.get("session", DEFAULT))
 
 
+@imds_route
 async def scheduled_events(request: web.Request) -> web.StreamResponse:
     """GET: the current document; POST: StartRequests. Exactly as IMDS answers."""
     # The poll path: each call and property read costs throughput (benchmarks/README.md), so
@@ -77,8 +77,8 @@ async def scheduled_events(request: web.Request) -> web.StreamResponse:
     method, headers, info = request.method, request.headers, request.match_info
     if method not in ("GET", "POST"):
         return imds_error(405, imds.ERR_METHOD)
-    version = imds.check_request(headers, POLL_TARGETS.get(request.raw_path) or _query(request))
-    if isinstance(version, imds.Rejection):
+    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or _query(request))
+    if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     registry = info.current_app[REGISTRY]
     session = registry.sessions.get(info.get("session", DEFAULT))
@@ -137,7 +137,7 @@ async def _unhappy(
             transport.abort()
         raise ConnectionResetError("fault playbook: connection dropped")
     # truncate: promise the whole document, send half of it, and hang up.
-    body = session.current(imds.VERSIONS[-1]).body
+    body = session.current(imds.LATEST_VERSION).body
     response = web.StreamResponse(headers={"Content-Type": imds.CONTENT_TYPE})
     response.content_length = len(body)
     await response.prepare(request)
@@ -162,12 +162,13 @@ async def _start_requests(request: web.Request, session: Session) -> web.Respons
     return web.Response(status=200, headers=HEADERS)
 
 
+@imds_route
 async def instance(request: web.Request) -> web.Response:
     """A minimal instance metadata document whose compute.name is the first resource."""
     if request.method != "GET":
         return imds_error(405, imds.ERR_METHOD)
-    version = imds.check_request(request.headers, _query(request), INSTANCE_VERSION_SET)
-    if isinstance(version, imds.Rejection):
+    version = check_request(request.headers, _query(request), imds.INSTANCE_VERSION_SET)
+    if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     session = _session(request)
     if session is None:
@@ -184,39 +185,19 @@ def _trace_resources(session: Session) -> tuple[str, ...]:
     return ("vm-0",)
 
 
+@imds_route
 async def not_found(request: web.Request) -> web.Response:
+    """Any other path: IMDS's 404, or the control error shape under /replay/."""
     if request.path.startswith("/replay/"):
-        from replay.control import control_error
-
         return control_error(404, f"no control route {request.method} {request.path}")
     return imds_error(404, imds.ERR_NOT_FOUND)
 
 
-def make_app(registry: SessionRegistry, *, clock: Clock) -> web.Application:
-    """The server: IMDS routes for every session, the control API under /replay/."""
-    from replay.control import CONTROL_ROUTES
-    from replay.static import ROUTES as PAGE_ROUTES
-    from replay.stream import FANOUTS
-    from replay.stream import ROUTES as STREAM_ROUTES
-
-    app = web.Application(client_max_size=MAX_BODY)
-    app[REGISTRY] = registry
-    app[CLOCK] = clock
-    app[FANOUTS] = {}
-    app.router.add_route("*", "/metadata/scheduledevents", scheduled_events)
-    app.router.add_route("*", "/s/{session}/metadata/scheduledevents", scheduled_events)
-    app.router.add_route("*", "/metadata/instance", instance)
-    app.router.add_route("*", "/s/{session}/metadata/instance", instance)
-    app.router.add_routes(CONTROL_ROUTES)
-    app.router.add_routes(STREAM_ROUTES)
-    app.router.add_routes(PAGE_ROUTES)  # the control page at / (replay/static/)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)  # also paths with %0A in them
-    app.cleanup_ctx.append(_tickers)
-    return app
-
-
-async def _tickers(app: web.Application) -> AsyncIterator[None]:
-    registry = app[REGISTRY]
-    registry.start_all()
-    yield
-    registry.stop_all()
+ROUTES = [
+    web.route("*", "/metadata/scheduledevents", scheduled_events),
+    web.route("*", "/s/{session}/metadata/scheduledevents", scheduled_events),
+    web.route("*", "/metadata/instance", instance),
+    web.route("*", "/s/{session}/metadata/instance", instance),
+]
+CATCH_ALL = web.route("*", r"/{tail:[\s\S]*}", not_found)  # also paths with %0A in them
+"""The last route: every path nobody else answers."""

@@ -1,0 +1,12 @@
+"""The pure core: what a replay serves, as functions of trace time. No I/O, no clock reads.
+
+- `timeline`: a trace as IMDS documents at offsets; the rules a trace must keep.
+- `schedule`: approvals reshape a trace's future into a round's transitions.
+- `imds`: the wire format per api-version (rendering, error bodies, versions).
+- `reference`: the shipped reference scenarios (scenarios.json) as traces.
+- `faults`: fault playbooks and the per-client rate limiter, as data and pure draws.
+- `speed`: speed factors as users write them.
+
+May import: the standard library, orjson, replay.errors. Not aiohttp, pyarrow, pandas, or the
+clock (a test keeps them out).
+"""

@@ -1,0 +1,12 @@
+"""The aiohttp server: IMDS routes, the control API, push streams and the page.
+
+- `keys`: the app's typed state (web.AppKey); imports nothing else of the server.
+- `middlewares`: the guard (host, origin, JSON bodies, token) and the control error shape.
+- `imds`: the IMDS routes, answered exactly as IMDS does.
+- `control`: the control API under /replay/; `openapi`: its description.
+- `fanout`, `streams`: push to WebSocket and Server-Sent Events subscribers.
+- `page`: the control page and its static/ ES modules (no build step).
+- `app`: make_app, the one route list, and what is made and closed with the app.
+
+May import: everything below it (replay.playback, replay.store, replay.core, errors, clock).
+"""
