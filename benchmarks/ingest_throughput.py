@@ -4,7 +4,7 @@ Generates two captures of --lines lines each (a plain shell-loop log polled ever
 a capture-format file of changes, heartbeats and errors), then times, best of --repeat:
   raw:    orjson.loads of every line's JSON (the whole line; after the timestamp for plain logs)
   parse:  replay.recording.parse.parse_capture + capture_traces (episodes, labels, validation)
-  ingest: replay.recording.ingest.ingest_file into an empty traces directory (adds the Parquet writes)
+  ingest: replay.recording.ingest.ingest_file into an empty traces directory (+ Parquet writes)
 Times are CPU seconds (wall seconds for the Parquet writes, which wait on fsync), best of
 --repeat, raw and parse interleaved. The target is parse >= 50 % of raw.
 

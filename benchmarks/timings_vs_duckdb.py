@@ -130,7 +130,7 @@ def _file_table(name: str, scenario: Any, count: int, rng: np.random.Generator) 
 
 
 def write_bundle_file(table: pa.Table, path: Path) -> None:
-    """Write a bundle as replay.store.dataset.write_bundle does (no Arrow schema copy in the footer)."""
+    """Write a bundle as store.dataset.write_bundle does (no Arrow schema copy in the footer)."""
     metadata = table.schema.metadata or {}
     with pq.ParquetWriter(path, SCHEMA, compression="zstd", store_schema=False) as writer:
         writer.write_table(table.replace_schema_metadata(None))

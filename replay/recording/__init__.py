@@ -2,7 +2,7 @@
 
 - `capture_file`: the capture file format and its crash-safe writer.
 - `capture`: polling a real IMDS endpoint into a capture file.
-- `parse`: capture files and logs into episodes.
+- `episodes`, `parse`: capture files and logs into episodes.
 - `ingest`: episodes into labelled traces in the store.
 - `synth`, `synth_write`: synthetic traces drawn from the reference or captured timings.
 

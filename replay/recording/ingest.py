@@ -15,7 +15,8 @@ from pathlib import Path
 
 from replay.core.timeline import Approval, Snapshot, Trace, trace_problems
 from replay.errors import ReplayError
-from replay.recording.parse import BadLineError, Episode, ParsedCapture, parse_capture
+from replay.recording.episodes import BadLineError, Episode, ParsedCapture
+from replay.recording.parse import parse_capture
 from replay.store.dataset import check_name, episode_files, trace_path, write_trace
 from replay.store.files import read_trace
 

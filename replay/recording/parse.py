@@ -1,8 +1,8 @@
 """Parsing capture files and logs into episodes (nothing is written here; see ingest).
 
 Two input formats, detected per file from its first non-blank line:
-- the capture format written by `imds-replay capture` (replay.recording.capture): a `{"capture": ...}`
-  header, then `{"t": ..., "document"|"approved"|"error"|"heartbeat": ...}` lines;
+- the capture format written by `imds-replay capture` (replay.recording.capture_file): a
+  `{"capture": ...}` header, then `{"t": ..., "document"|"approved"|...: ...}` lines;
 - plain logs from a shell loop: `<ISO-8601 timestamp> <JSON document>` per poll (an empty
   body, or an IMDS `{"error": ...}` body, is a failed poll).
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,60 +27,12 @@ from replay.core.reference import LEAD_IN_S
 from replay.core.timeline import document_problems
 from replay.errors import ReplayError
 from replay.recording.capture_file import CAPTURE_FORMAT
+from replay.recording.episodes import BadLine, BadLineError, Episode, ParsedCapture
 
 LEAD_IN = timedelta(seconds=LEAD_IN_S)
 NEVER = datetime.min.replace(tzinfo=UTC)
 PROGRESS_BYTES = 1 << 20
 """Bytes read between progress callbacks."""
-
-
-class BadLineError(ReplayError):
-    """A line of a capture file that cannot be used; the message is FILE:LINE: why."""
-
-    def __init__(self, path: Path, lineno: int | str, why: str) -> None:
-        super().__init__(f"{path}:{lineno}: {why}")
-        self.path, self.lineno, self.why = path, lineno, why
-
-
-class _Bad(Exception):
-    """Internal: the line being parsed is bad, for this reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """One episode as parsed: documents (changes only, the first one empty, at the episode's
-    start) with their times and line numbers."""
-
-    docs: tuple[tuple[datetime, dict[str, Any], int], ...]
-
-    @property
-    def start_at(self) -> datetime:
-        return self.docs[0][0]
-
-    @property
-    def end_at(self) -> datetime:
-        return self.docs[-1][0]
-
-    @property
-    def lines(self) -> str:
-        return f"{self.docs[0][2]}-{self.docs[-1][2]}"
-
-
-@dataclass
-class ParsedCapture:
-    """Everything read from one capture file, before anything is written."""
-
-    path: Path
-    format: str
-    header: dict[str, Any]
-    identity: bytes
-    """Bytes that never change as the capture grows (its header or first line)."""
-    lines: int = 0
-    bytes_read: int = 0
-    episodes: list[Episode] = field(default_factory=list)
-    approvals: list[tuple[datetime, tuple[str, ...]]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    skipped: list[BadLineError] = field(default_factory=list)
 
 
 def _parse_t(text: Any) -> datetime:
@@ -90,25 +41,25 @@ def _parse_t(text: Any) -> datetime:
         moment = datetime.fromisoformat(text if type(text) is str else text.decode())
     except (ValueError, UnicodeDecodeError, AttributeError):
         shown = text[:40] if isinstance(text, str | bytes) else text
-        raise _Bad(f"not an ISO-8601 timestamp: {shown!r}") from None
+        raise BadLine(f"not an ISO-8601 timestamp: {shown!r}") from None
     if moment.tzinfo is None:
-        raise _Bad(f"timestamp {moment.isoformat()!r} has no zone (add Z or an offset)")
+        raise BadLine(f"timestamp {moment.isoformat()!r} has no zone (add Z or an offset)")
     # Kept as a datetime: converting every line's time to a float would cost more than orjson.
     return moment
 
 
 def _diagnose(raw: bytes, lineno: int) -> None:
-    """Raise _Bad saying why a capture line failed the fast path."""
+    """Raise BadLine saying why a capture line failed the fast path."""
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _Bad(f"not JSON: {exc}") from None
+        raise BadLine(f"not JSON: {exc}") from None
     if type(line) is not dict:
-        raise _Bad("a capture line must be a JSON object")
+        raise BadLine("a capture line must be a JSON object")
     if "t" not in line:
         if "capture" in line:
-            raise _Bad("a second capture header; ingest each capture file on its own")
-        raise _Bad(f"no 't' timestamp (keys: {', '.join(sorted(line)) or 'none'})")
+            raise BadLine("a second capture header; ingest each capture file on its own")
+        raise BadLine(f"no 't' timestamp (keys: {', '.join(sorted(line)) or 'none'})")
     _parse_t(line["t"])
     raise AssertionError(f"capture line failed to parse for no known reason: {raw!r}")
 
@@ -159,7 +110,7 @@ class _Parser:
             return
         problems = list(document_problems(doc, "document"))
         if problems:
-            raise _Bad(problems[0].removeprefix("document: "))
+            raise BadLine(problems[0].removeprefix("document: "))
         events = doc["Events"]
         inc = doc["DocumentIncarnation"]
         if prev is None:
@@ -171,21 +122,27 @@ class _Parser:
             return
         if events == prev_events:
             if inc < prev_inc:
-                raise _Bad(f"DocumentIncarnation went back from {prev_inc} (line {self.doc_line})")
+                raise BadLine(
+                    f"DocumentIncarnation went back from {prev_inc} (line {self.doc_line})"
+                )
             self.known = True
             return  # an incarnation bump alone is not a change a trace can hold
         if inc <= prev_inc:
-            raise _Bad(
+            raise BadLine(
                 f"Events changed but DocumentIncarnation {inc} is not above {prev_inc} "
                 f"(line {self.doc_line})"
             )
         if self.region == "quiet":
             if t <= self.quiet_since:
-                raise _Bad(f"timestamp is not after the previous document's (line {self.doc_line})")
+                raise BadLine(
+                    f"timestamp is not after the previous document's (line {self.doc_line})"
+                )
             self._open(t, doc, lineno)
         elif self.region == "episode":
             if t <= self.ep_docs[-1][0]:
-                raise _Bad(f"timestamp is not after the previous document's (line {self.doc_line})")
+                raise BadLine(
+                    f"timestamp is not after the previous document's (line {self.doc_line})"
+                )
             self.ep_docs.append((t, doc, lineno))
             if not events:
                 self.p.episodes.append(Episode(tuple(self.ep_docs)))
@@ -193,6 +150,9 @@ class _Parser:
         elif not events:  # the end of an event the capture joined late
             self._quiet(t, doc, lineno)
         self._set(doc, lineno)
+
+    def _not_after(self) -> str:
+        return f"timestamp is not after the previous document's (line {self.doc_line})"
 
     def _set(self, doc: dict[str, Any], lineno: int) -> None:
         self.doc, self.doc_line, self.known = doc, lineno, True
@@ -264,7 +224,7 @@ class _Parser:
                         continue
             try:
                 self.capture_object(line, t, lineno)
-            except _Bad as bad:
+            except BadLine as bad:
                 _bad_line(self.p, raw, lineno, str(bad), skip_bad)
             observing = self.known and self.region == "quiet"
 
@@ -274,15 +234,15 @@ class _Parser:
         """handle(raw, lineno), turning a bad line into an error, a skip or a warning."""
         try:
             handle(raw, lineno)
-        except _Bad as bad:
+        except BadLine as bad:
             _bad_line(self.p, raw, lineno, str(bad), skip_bad)
 
     def capture_object(self, line: dict[str, Any], t: datetime, lineno: int) -> None:
         if t.tzinfo is None:
-            raise _Bad(f"timestamp {line['t']!r} has no zone (add Z or an offset)")
+            raise BadLine(f"timestamp {line['t']!r} has no zone (add Z or an offset)")
         if "heartbeat" in line:
             if type(line["heartbeat"]) is not dict:
-                raise _Bad("heartbeat must be a JSON object")
+                raise BadLine("heartbeat must be a JSON object")
             if self.known:
                 self.observe(t)
             if "stopped" in line["heartbeat"]:
@@ -292,12 +252,12 @@ class _Parser:
         elif "approved" in line:
             ids = line["approved"]
             if type(ids) is not list or not all(isinstance(i, str) and i for i in ids):
-                raise _Bad("approved must be a list of EventIds")
+                raise BadLine("approved must be a list of EventIds")
             self.p.approvals.append((t, tuple(ids)))
         elif "error" in line:
             self.error()
         else:
-            raise _Bad(f"unknown line kind (keys: {', '.join(sorted(line))})")
+            raise BadLine(f"unknown line kind (keys: {', '.join(sorted(line))})")
 
     def plain_block(self, block: list[bytes], first: int, skip_bad: bool) -> None:
         """Plain-log lines; a repeat of the previous document, the common case, skips orjson."""
@@ -328,7 +288,7 @@ class _Parser:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise _Bad(f"not a JSON document after the timestamp: {exc}") from None
+            raise BadLine(f"not a JSON document after the timestamp: {exc}") from None
         if type(doc) is dict and "Events" not in doc and ("error" in doc or "message" in doc):
             self.error()  # an IMDS error body
             return
@@ -340,10 +300,10 @@ def _header(raw: bytes, path: Path) -> dict[str, Any]:
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _Bad(f"not a capture header: {exc}") from None
+        raise BadLine(f"not a capture header: {exc}") from None
     header = line.get("capture") if type(line) is dict else None
     if type(header) is not dict or type(header.get("format")) is not int:
-        raise _Bad('a capture file starts with {"capture": {"format": ..., ...}}')
+        raise BadLine('a capture file starts with {"capture": {"format": ..., ...}}')
     if header["format"] > CAPTURE_FORMAT:
         raise ReplayError(
             f"{path}: written in capture format {header['format']}; this build of imds-replay "
@@ -374,7 +334,7 @@ def parse_capture(
             if raw.strip():
                 try:
                     _detect(parsed, parser, raw, parsed.lines)
-                except _Bad as bad:
+                except BadLine as bad:
                     _bad_line(parsed, raw, parsed.lines, str(bad), skip_bad)
                 break
         handle = parser.handler
