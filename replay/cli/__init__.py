@@ -1,97 +1,19 @@
 """The `imds-replay` command: parses options, calls the library, prints.
 
-The app and the helpers every command shares live here; the commands live in one module per
-concern (dataset, serving, recording, stats), registered on import below. Heavy imports
-(pyarrow, aiohttp, pandas) happen inside commands so `--help` stays fast.
+The typer app and the helpers every command shares live in `common`; the commands live in one
+module per concern (dataset, serving, recording, stats), registered on import below. Heavy
+imports (pyarrow, aiohttp, pandas) happen inside commands so `--help` stays fast.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
-from enum import StrEnum
-from functools import wraps
-from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+# Registering the commands, in the order `--help` lists them.
+from replay.cli import dataset, recording, serving, stats  # noqa: F401
+from replay.cli.common import app
 
-import orjson
-import typer
-from rich.console import Console
-from rich.table import Table
-
-from replay.errors import ReplayError
-
-app = typer.Typer(
-    name="imds-replay",
-    help="Record Azure IMDS Scheduled Events and replay them at any speed.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-
-
-TracesDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--traces-dir",
-        help="The trace dataset (default: $IMDS_REPLAY_TRACES, else the project's traces/)",
-        show_default=False,
-    ),
-]
-FormatOpt = Annotated[Format, typer.Option("--format", help="table for people, json for scripts")]
-
-
-def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a ReplayError into one line on stderr and exit code 2; real bugs keep tracebacks."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ReplayError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def resolve_dir(traces_dir: Path | None) -> Path:
-    """The --traces-dir given, else the default dataset."""
-    from replay.store.dataset import default_traces_dir
-
-    return traces_dir if traces_dir is not None else default_traces_dir()
-
-
-def print_json(value: Any) -> None:
-    """Write JSON to stdout (indented, UTF-8)."""
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-    sys.stdout.flush()
-
-
-def print_table(title: str | None, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A rich table for people."""
-    table = Table(title=title, title_justify="left")
-    for header in headers:
-        table.add_column(header, justify="right" if header.endswith("_s") else "left")
-    for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r))
-    out.print(table)
+__all__ = ["app", "main"]
 
 
 def main() -> None:
     """Entry point of the console script."""
     app()
-
-
-# Registering the commands, in the order `--help` lists them.
-from replay.cli import dataset, serving, recording, stats  # noqa: E402, F401, I001

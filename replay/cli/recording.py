@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from replay.cli import (
+from replay.cli.common import (
     Format,
     FormatOpt,
     TracesDir,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from replay.cli import (
+from replay.cli.common import (
     TracesDir,
     app,
     err,

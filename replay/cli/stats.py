@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from analysis import Stat
-from replay.cli import (
+from replay.cli.common import (
     TracesDir,
     app,
     err,
