@@ -52,6 +52,11 @@ class ReplayClient:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise ControlError(exc.code, exc.reason) from None
             raise ControlError(error["status"], error["message"]) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ReplayError(
+                f"cannot reach the replay server at {self.base_url}: {reason}"
+            ) from None
 
     def traces(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/replay/traces")
