@@ -301,7 +301,7 @@ def test_plain_lines_that_cannot_be_read_are_bad(tmp_path: Path, line: str, why:
 
 def test_time_must_move_forward_within_an_episode(tmp_path: Path) -> None:
     lines = [(0, doc(1)), (10, doc(2, SCHEDULED)), (5, doc(3, STARTED)), (20, doc(4))]
-    with pytest.raises(BadLineError, match=r"vm\.log:3: timestamp is not after"):
+    with pytest.raises(BadLineError, match=r"vm\.log:3: timestamp goes back in time"):
         parse_capture(write_log(tmp_path / "vm.log", lines))
 
 
@@ -440,3 +440,21 @@ def test_a_bad_scenario_name_is_refused(tmp_path: Path) -> None:
     log = write_log(tmp_path / "vm.log", polls(ONE_EPISODE, 300))
     with pytest.raises(ReplayError, match=r"scenario '\.\./x'"):
         ingest_file(log, tmp_path / "t", scenario="../x")
+
+
+def test_a_repeated_plain_line_going_back_in_time_is_a_bad_line(tmp_path: Path) -> None:
+    """A repeat of the same document with an earlier timestamp: the log is out of order."""
+    body = orjson.dumps(doc(1)).decode()
+    lines = [f"{stamp(t)} {body}" for t in (0, 5, 10, 15)]
+    lines.insert(3, f"{stamp(7)} {body}")  # line 4 says 7 s after line 3 said 10 s
+    log = tmp_path / "vm.log"
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadLineError, match=r"vm\.log:4: timestamp goes back in time"):
+        parse_capture(log)
+
+
+def test_plain_lines_at_the_same_time_are_fine(tmp_path: Path) -> None:
+    body = orjson.dumps(doc(1)).decode()
+    log = tmp_path / "vm.log"
+    log.write_text("".join(f"{stamp(t)} {body}\n" for t in (0, 5, 5, 10)))
+    assert parse_capture(log).lines == 4

@@ -76,6 +76,7 @@ class _Parser:
         self.doc: dict[str, Any] | None = None  # the current document (first of its repeats)
         self.doc_line = 0
         self.body: bytes | None = None  # what followed the timestamp on the last document line
+        self.last_at = NEVER  # the latest line's time (plain logs): time never goes back
         self.known = False  # whether the last outcome was a document (heartbeats observe it)
         self.region = "start"
         self.quiet_since = NEVER
@@ -262,6 +263,7 @@ class _Parser:
     def plain_block(self, block: list[bytes], first: int, skip_bad: bool) -> None:
         """Plain-log lines; a repeat of the previous document, the common case, skips orjson."""
         fromiso, obs = datetime.fromisoformat, self.obs
+        last = self.last_at
         for lineno, raw in enumerate(block, first):
             stamp, _, tail = raw.partition(b" ")
             if tail == self.body:
@@ -269,11 +271,15 @@ class _Parser:
                     t = fromiso(stamp.decode())
                 except (ValueError, UnicodeDecodeError):
                     t = None
-                if t is not None and t.tzinfo is not None:
+                if t is not None and t.tzinfo is not None and t >= last:
+                    last = t
                     if self.region == "quiet":
                         obs.append(t)
                     continue
+            self.last_at = last
             self.guarded(self.plain_line, raw, lineno, skip_bad)
+            last = self.last_at
+        self.last_at = last
 
     def plain_line(self, raw: bytes, lineno: int) -> None:
         line = raw.strip()
@@ -282,6 +288,9 @@ class _Parser:
         stamp, _, body = line.partition(b" ")
         body = body.lstrip()
         t = _parse_t(stamp)
+        if t < self.last_at:
+            raise BadLine(f"timestamp goes back in time (an earlier line says {self.last_at})")
+        self.last_at = t
         if not body:
             self.error()  # curl printed nothing: the poll failed
             return
