@@ -111,3 +111,30 @@ async def test_control_calls_do_not_count_as_served_documents(client: Any) -> No
     await client.get(IMDS, headers={"Metadata": "true"})
     documents = await (await client.get("/replay/sessions/default/documents")).json()
     assert len(documents) == 2 and documents[1]["Events"]
+
+
+async def test_loading_a_trace_runs_off_the_event_loop(
+    client: Any, registry: SessionRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a session's trace is read from Parquet, IMDS polls of other sessions go on."""
+    import asyncio
+    import threading
+
+    reading, release = threading.Event(), threading.Event()
+    real_trace = registry.trace
+
+    def slow_trace(name: str) -> Any:
+        reading.set()
+        assert release.wait(timeout=10), "the test never released the read"
+        return real_trace(name)
+
+    monkeypatch.setattr(registry, "trace", slow_trace)
+    create = asyncio.create_task(
+        client.post("/replay/sessions", data=CREATE, headers={**JSON, "Host": "127.0.0.1"})
+    )
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, reading.wait, 10), "the trace was never read"
+    poll = await asyncio.wait_for(client.get(IMDS, headers={"Metadata": "true"}), timeout=5)
+    assert poll.status == 200
+    release.set()
+    assert (await asyncio.wait_for(create, timeout=10)).status == 201
