@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from replay.clock import FakeClock
 from replay.playback.registry import SessionRegistry
@@ -39,8 +40,10 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "artifacts"
 IMDS = "/metadata/scheduledevents?api-version=2020-07-01"
 WAIT_MS = 20_000
-SERVE = ("--trace", "user-reboot", "--speed", "60", "--start", "now")
-"""user-reboot at 60x: Scheduled after 0.5 s, Started on its own after 15.5 s, over at 25.5 s."""
+SERVE = ("--trace", "user-reboot", "--speed", "30", "--start", "now")
+"""user-reboot at 30x: Scheduled after 1 s, Started on its own after 31 s, over at 51 s. A test
+that approves the event or watches its countdown has 31 s from the server's start (about 5 s
+used on a loaded 2-core machine)."""
 CONTROLS = "button, input, select, [role=progressbar]"
 
 
@@ -60,20 +63,41 @@ def browser() -> Iterator[Browser]:
 
 @contextmanager
 def opened(browser: Browser, url: str, width: int, height: int) -> Iterator[Page]:
-    """The page at url in a fresh browser context; fails the test on any script error."""
+    """The page at url in a fresh browser context; fails the test on any script error and on
+    any request the server would refuse (a body not sent as JSON, a foreign Origin)."""
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
+    requests: list[Request] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("request", lambda request: requests.append(request))
     page.set_default_timeout(WAIT_MS)
     expect.set_options(timeout=WAIT_MS)
     try:
         page.goto(url)
         yield page
         assert errors == [], errors
+        assert_sent_like_the_server_asks(requests, url)
     finally:
         context.close()
+
+
+def assert_sent_like_the_server_asks(requests: list[Request], base: str) -> None:
+    """Every body the page sent was JSON, and every Origin it sent was its own."""
+    own = urlsplit(base)
+    for request in requests:
+        headers = request.all_headers()
+        origin = headers.get("origin")
+        if origin is not None:
+            assert urlsplit(origin)[:2] == own[:2], (request.method, request.url, origin)
+        if request.post_data_buffer is not None:
+            mime = headers.get("content-type", "").partition(";")[0].strip()
+            assert mime == "application/json", (
+                request.method,
+                request.url,
+                headers.get("content-type"),
+            )
 
 
 def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
@@ -91,6 +115,13 @@ def imds_get(base: str, path: str = IMDS) -> dict[str, Any]:
 
 def control_get(base: str, path: str) -> Any:
     with urllib.request.urlopen(base + path, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def control_post(base: str, path: str) -> Any:
+    """A control call from outside the page (no body): the page learns of it only by push."""
+    request = urllib.request.Request(base + path, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return json.loads(resp.read())
 
 
@@ -124,6 +155,17 @@ def assert_controls_labelled(page: Page) -> None:
         expect(controls.nth(i)).to_have_accessible_name(re.compile(r"\w"))
 
 
+IMPORT = re.compile(
+    r"""\b(?:import|export)\b\s*(?:[\w{},*\s]+?\s*from\s*)?\(?\s*["']([^"']+)["']"""
+)
+"""The module specifier of a static or dynamic import, or of a re-export."""
+MODULE_MAX_LINES = 250
+
+
+def imports_of(script: str) -> list[str]:
+    return IMPORT.findall(script)
+
+
 async def test_page_and_its_assets_are_served_and_nothing_else_of_the_package(
     aiohttp_client: Any, traces_dir: Path
 ) -> None:
@@ -131,17 +173,73 @@ async def test_page_and_its_assets_are_served_and_nothing_else_of_the_package(
     client = await aiohttp_client(make_app(SessionRegistry(traces_dir, clock), clock=clock))
     page = await client.get("/")
     assert page.status == 200 and page.content_type == "text/html"
+    assert page.headers["Cache-Control"] == "no-cache"
     html = await page.text()
     assert html == (STATIC_DIR / "index.html").read_text()
+    assert '<link rel="stylesheet" href="/static/style.css">' in html
     for name in ASSETS:
-        assert f'"/static/{name}"' in html
         asset = await client.get(f"/static/{name}")
         assert asset.status == 200 and asset.headers["Cache-Control"] == "no-cache"
         assert await asset.read() == (STATIC_DIR / name).read_bytes()
-    script = await client.get("/static/app.js")
-    assert "javascript" in script.content_type  # module scripts need a JavaScript MIME type
-    for private in ("/static/__init__.py", "/static/", "/static/../server.py"):
+    for private in ("/static/__init__.py", "/static/", "/static/../server.py", "/static/x.js"):
         assert (await client.get(private)).status == 404, private
+
+
+async def test_page_is_loaded_as_es_modules_each_served_as_javascript(
+    aiohttp_client: Any, traces_dir: Path
+) -> None:
+    """index.html loads one module script; what it imports, all of it relative (no CDN), is
+    every .js served and nothing more, each as JavaScript (a browser refuses a module served
+    as anything else) and each short enough to read."""
+    clock = FakeClock()
+    client = await aiohttp_client(make_app(SessionRegistry(traces_dir, clock), clock=clock))
+    html = await (await client.get("/")).text()
+    scripts = re.findall(r"<script\b[^>]*>", html)
+    assert scripts == ['<script type="module" src="/static/main.js">'], scripts
+    loaded: set[str] = set()
+    todo = ["main.js"]
+    while todo:
+        name = todo.pop()
+        if name in loaded:
+            continue
+        loaded.add(name)
+        resp = await client.get(f"/static/{name}")
+        assert resp.status == 200, name
+        assert resp.content_type in ("text/javascript", "application/javascript"), name
+        script = await resp.text()
+        assert len(script.splitlines()) < MODULE_MAX_LINES, name
+        for spec in imports_of(script):
+            assert re.fullmatch(r"\./[\w-]+\.js", spec), f"{name} imports {spec!r}"
+            todo.append(spec.removeprefix("./"))
+    assert len(loaded) >= 5, loaded
+    assert loaded == {name for name in ASSETS if name.endswith(".js")}
+
+
+def test_the_import_pattern_finds_every_form_of_import() -> None:
+    script = """import { a, b } from "./one.js";
+import * as ns from './two.js';
+import "./three.js";
+import {
+  c,
+} from "./four.js";
+const five = await import("./five.js");
+export { six } from "./six.js";
+export const seven = "./seven.js"; // "important" is not an import, nor is an export of a string
+"""
+    found = imports_of(script)
+    assert found == ["./one.js", "./two.js", "./three.js", "./four.js", "./five.js", "./six.js"]
+
+
+async def test_status_carries_the_server_wall_clock_the_page_counts_down_on(
+    aiohttp_client: Any, traces_dir: Path
+) -> None:
+    clock = FakeClock()
+    client = await aiohttp_client(make_app(SessionRegistry(traces_dir, clock), clock=clock))
+    first = await (await client.get("/replay/sessions/default")).json()
+    assert first["computed_at"] == clock.wall().isoformat()
+    clock.advance(2.5)
+    later = await (await client.get("/replay/sessions/default")).json()
+    assert later["computed_at"] == clock.wall().isoformat() != first["computed_at"]
 
 
 def test_page_shows_the_served_event_counts_down_and_approves_it_like_a_vm(
@@ -186,9 +284,11 @@ def test_page_shows_the_served_event_counts_down_and_approves_it_like_a_vm(
         screenshot(page, "page-1280x800-approved.png", full_page=True)
 
 
-def test_page_starts_a_fast_replay_and_shows_each_new_document_live(
+def test_page_starts_a_replay_and_shows_each_new_document_live(
     browser: Browser, traces_dir: Path
 ) -> None:
+    """Virtual time moved from outside the page (the control API), then a short real run to
+    the end: each new document reaches the page by push alone."""
     with serving(*SERVE, traces_dir=traces_dir) as base, opened(browser, base, 1280, 800) as page:
         expect(page.get_by_role("row", name=re.compile("live-migration"))).to_contain_text(
             "20m 30s"
@@ -196,22 +296,75 @@ def test_page_starts_a_fast_replay_and_shows_each_new_document_live(
         page.get_by_role("button", name="Use trace live-migration").click()
         expect(page.get_by_label("Trace", exact=True)).to_have_value("live-migration")
         page.get_by_label("Session name").fill("fast")
-        page.get_by_label("Custom speed").fill("200")  # 1230 s of trace in 6.2 s
+        page.get_by_label("Custom speed").fill("200")
         expect(page.get_by_label("custom", exact=True)).to_be_checked()
+        page.get_by_label("Clock starts").select_option("virtual")
         page.get_by_role("button", name="Start replay").click()
 
         expect(page.locator("#session-title")).to_have_text("fast")
         expect(page.get_by_label("Session", exact=True)).to_have_value("fast")
         expect(page.locator("#session-endpoint")).to_have_text(f"/s/fast{IMDS}")
+        expect(page.locator("#session-meta")).to_contain_text("200x")
         history = page.locator("#history li[data-incarnation]")
-        expect(history.first).to_have_attribute("data-incarnation", "4")
-        seen = [int(i) for i in history.evaluate_all("els => els.map(e => e.dataset.incarnation)")]
-        assert seen == sorted(seen, reverse=True) and {3, 4} <= set(seen), seen
+        expect(history.first).to_have_attribute("data-incarnation", "1")
+        for incarnation, offset in ((2, "30.0 s"), (3, "930.0 s")):  # live-migration's changes
+            control_post(base, "/replay/sessions/fast/advance")
+            expect(history.first).to_have_attribute("data-incarnation", str(incarnation))
+            expect(page.locator("#document")).to_contain_text(
+                f'"DocumentIncarnation": {incarnation}'
+            )
+            expect(page.locator("#position")).to_have_text(offset)
         expect(page.locator("#history")).to_contain_text("Started Freeze")
+
+        # 30 trace seconds before the end, then 150 ms of real time at 200x to the last document.
+        page.get_by_label("Seek to", exact=True).fill("1200")
+        page.get_by_role("button", name="Seek to this offset").click()
+        expect(page.locator("#position")).to_have_text("1200.0 s")
+        page.get_by_role("button", name="Resume the replay").click()
+        expect(history.first).to_have_attribute("data-incarnation", "4")
         expect(page.locator("#document")).to_contain_text('"DocumentIncarnation": 4')
         expect(page.locator("#session-state")).to_have_text("finished")
         expect(page.locator("#next-countdown")).to_have_text("none")
+        expect(page.locator("#position")).to_have_text("1230.0 s")
+        seen = history.evaluate_all("els => els.map(e => Number(e.dataset.incarnation))")
+        assert seen == [4, 3, 2, 1], seen
         assert control_get(base, "/replay/sessions/default")["trace"] == "user-reboot"
+
+
+EXTRAPOLATE = """async ([status, elapsed]) => {
+    const clock = await import("/static/clock.js");
+    return [clock.extrapolate(status, elapsed), clock.nextIn(status, elapsed)];
+}"""
+
+
+def test_page_moves_the_replay_on_from_the_numbers_the_server_sent(
+    browser: Browser, traces_dir: Path
+) -> None:
+    """Between statuses the page shows position_s + elapsed * speed while running, held
+    otherwise, capped at the end unless looping; the countdown runs down from in_s."""
+    with serving(*SERVE, traces_dir=traces_dir) as base, opened(browser, base, 1280, 800) as page:
+        status = control_get(base, "/replay/sessions/default")
+        assert status["state"] == "running"
+
+        def moved(elapsed: float, **change: Any) -> tuple[dict[str, Any], float | None]:
+            shown, next_in = page.evaluate(EXTRAPOLATE, [{**status, **change}, elapsed])
+            return shown, next_in
+
+        nxt = {"offset_s": 930.0, "round": 0, "in_s": 14.0, "at": status["computed_at"]}
+        common = {"position_s": 90.0, "speed": 60, "round": 0, "next_transition": nxt}
+        common |= {"state": "running", "duration_s": 3600.0, "loop": False}
+        assert moved(2.0, **common) == ({"round": 0, "offset_s": 210.0}, 12.0)
+        assert moved(30.0, **common) == ({"round": 0, "offset_s": 1890.0}, -16.0)
+        assert moved(30.0, **common | {"duration_s": 1000.0}) == (
+            {"round": 0, "offset_s": 1000.0},
+            -16.0,
+        )
+        looping = common | {"duration_s": 1000.0, "loop": True, "round": 2}
+        assert moved(30.0, **looping) == ({"round": 3, "offset_s": 890.0}, -16.0)
+        for held in ("paused", "virtual", "waiting", "finished"):
+            assert moved(30.0, **common | {"state": held}) == ({"round": 0, "offset_s": 90.0}, None)
+        unknown = common | {"next_transition": None}
+        assert moved(1.0, **unknown) == ({"round": 0, "offset_s": 150.0}, None)
 
 
 def test_page_steps_seeks_resumes_pauses_and_stops_a_session(
@@ -244,6 +397,8 @@ def test_page_steps_seeks_resumes_pauses_and_stops_a_session(
         assert_moves_down(page, "#next-countdown")  # 60 s to the end at 1x
         page.get_by_role("button", name="Pause the replay").click()
         expect(state).to_have_text("paused")
+        held = control_get(base, "/replay/sessions/manual")["position_s"]
+        expect(page.locator("#position")).to_have_text(f"{held:.1f} s")  # the server's, held
         page.get_by_label("Speed", exact=True).fill("dev")
         page.get_by_role("button", name="Set the replay speed").click()
         expect(page.locator("#session-meta")).to_contain_text("60x")

@@ -14,7 +14,9 @@ def session_status(session: Session) -> dict[str, Any]:
     """Everything a control client needs to know about a session, as JSON values.
 
     Reading it is not an IMDS request: it neither starts a waiting session nor counts as a
-    served document. `position_s`, `speed` and `state` are what the page extrapolates from.
+    served document. The page moves the replay on from `position_s`, `speed`, `state`,
+    `duration_s`, `loop` and `next_transition.in_s` between two statuses, and counts down to
+    NotBefore on the server's wall clock, which `computed_at` tells it.
     """
     pos = session.position()
     rnd, off = session.split(pos)
@@ -51,6 +53,7 @@ def session_status(session: Session) -> dict[str, Any]:
             for a in session.approvals
         ],
         "document": orjson.loads(served.body),
+        "computed_at": session.clock.wall().isoformat(),
         "faults": {
             "windows": len(faults.windows) if faults else 0,
             "injected": dict(session.fault_counts),
