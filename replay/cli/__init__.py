@@ -3,6 +3,8 @@
 The typer app and the helpers every command shares live in `common`; the commands live in one
 module per concern (dataset, serving, recording, stats), registered on import below. Heavy
 imports (pyarrow, aiohttp, pandas) happen inside commands so `--help` stays fast.
+
+May import: everything (it is the top layer, beside replay.testing).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from replay.server.keys import ALLOWED_HOSTS, REGISTRY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IMDS_ROUTE = "imds_route"
-"""Attribute set on IMDS handlers: the middlewares leave their requests alone."""
+"""Attribute set on IMDS handlers: the middlewares leave their requests alone. aiohttp wraps a
+route's handler for each middleware with functools.update_wrapper, which copies it along."""
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -108,7 +109,7 @@ def refusal(request: web.Request) -> web.Response | None:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse foreign hosts, origins, non-JSON bodies and missing tokens (not on IMDS routes)."""
-    if getattr(request.match_info.handler, IMDS_ROUTE, False):
+    if getattr(handler, IMDS_ROUTE, False):
         return await handler(request)
     refused = refusal(request)
     if refused is not None:
@@ -119,7 +120,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def control_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """User errors in control handlers become the error shape (400, or 404 for unknown names)."""
-    if getattr(request.match_info.handler, IMDS_ROUTE, False):
+    if getattr(handler, IMDS_ROUTE, False):
         return await handler(request)
     try:
         return await handler(request)
