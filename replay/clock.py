@@ -147,7 +147,7 @@ _TimerfdSet = Callable[[int, int], None]
 _timerfd_create: _TimerfdCreate | None = None
 _timerfd_settime_ns: _TimerfdSet | None = None
 
-if sys.version_info >= (3, 13) and sys.platform == "linux":
+if sys.version_info >= (3, 13) and sys.platform == "linux" and hasattr(os, "timerfd_create"):
 
     def _os_timerfd_create() -> int:
         return os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
