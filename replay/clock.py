@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import heapq
 import itertools
 import math
@@ -12,6 +13,8 @@ import os
 import sys
 import time
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -48,9 +51,10 @@ class SystemClock:
         self._wall0 = datetime.now(UTC)
         self._precise = precise and _timerfd_create is not None
         self._spinning = False
-        self._timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timerfd] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._timers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, weakref.ref[_Timerfd]
+        ] = weakref.WeakKeyDictionary()
+        """Each loop's timer, held weakly: the loop itself keeps it (its reader callback)."""
 
     def now(self) -> float:
         return time.monotonic()
@@ -67,12 +71,7 @@ class SystemClock:
         if t <= loop.time():
             await asyncio.sleep(0)
             return
-        timer = self._timers.get(loop) if self._precise else None
-        if timer is None and self._precise:
-            try:
-                timer = self._timers[loop] = _Timerfd(loop)
-            except OSError:  # e.g. a sandbox that refuses timerfds: asyncio's timers then
-                self._precise = False
+        timer = self._timer(loop) if self._precise else None
         if timer is not None:
             await timer.wait(t)
             return
@@ -81,6 +80,19 @@ class SystemClock:
             await _at(loop, t - SHORT_WAIT_S / 2 - left / 500)
         while loop.time() < t:  # asyncio runs a timer up to its clock's resolution early
             await _at(loop, t)
+
+    def _timer(self, loop: asyncio.AbstractEventLoop) -> _Timerfd | None:
+        """loop's timerfd, made on first use; None when the OS refuses one."""
+        ref = self._timers.get(loop)
+        timer = None if ref is None else ref()
+        if timer is None:
+            try:
+                timer = _Timerfd(loop)
+            except OSError:  # e.g. a sandbox that refuses timerfds: asyncio's timers then
+                self._precise = False
+                return None
+            self._timers[loop] = weakref.ref(timer)
+        return timer
 
     async def spin_until(self, t: float) -> None:
         """Yield to the loop (which goes on serving I/O) until t, without ever sleeping.
@@ -126,76 +138,174 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-# -- Linux timerfd (os.timerfd_create arrives in Python 3.13; until then, libc through ctypes)
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+# -- Linux timerfd: os.timerfd_* from Python 3.13; before that, libc through ctypes
+_TimerfdCreate = Callable[[], int]
+"""Make a non-blocking, close-on-exec timerfd on CLOCK_MONOTONIC (what time.monotonic reads)."""
+_TimerfdSet = Callable[[int, int], None]
+"""Arm fd to fire once at an absolute CLOCK_MONOTONIC instant in nanoseconds (0 disarms)."""
+
+_timerfd_create: _TimerfdCreate | None = None
+_timerfd_settime_ns: _TimerfdSet | None = None
+
+if sys.version_info >= (3, 13) and sys.platform == "linux" and hasattr(os, "timerfd_create"):
+
+    def _os_timerfd_create() -> int:
+        return os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
+
+    def _os_timerfd_settime_ns(fd: int, at_ns: int) -> None:
+        os.timerfd_settime_ns(fd, flags=os.TFD_TIMER_ABSTIME, initial=at_ns)
+
+    _timerfd_create, _timerfd_settime_ns = _os_timerfd_create, _os_timerfd_settime_ns
+
+elif sys.platform == "linux":
+
+    class _Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    class _Itimerspec(ctypes.Structure):
+        _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+    _CLOCK_MONOTONIC = 1
+    _TFD_TIMER_ABSTIME = 1
+
+    def _libc() -> Any:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            create, settime = libc.timerfd_create, libc.timerfd_settime
+        except (OSError, AttributeError):
+            return None
+        create.argtypes, create.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.POINTER(_Itimerspec),
+        ]
+        settime.restype = ctypes.c_int
+        return create, settime
+
+    def _failed(what: str) -> OSError:
+        errno = ctypes.get_errno()
+        return OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    if (_functions := _libc()) is not None:
+        _c_create, _c_settime = _functions
+
+        def _c_timerfd_create() -> int:
+            fd: int = _c_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                raise _failed("timerfd_create")
+            return fd
+
+        def _c_timerfd_settime_ns(fd: int, at_ns: int) -> None:
+            sec, nsec = divmod(at_ns, 1_000_000_000)
+            spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
+            if _c_settime(fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+                raise _failed("timerfd_settime")
+
+        _timerfd_create, _timerfd_settime_ns = _c_timerfd_create, _c_timerfd_settime_ns
 
 
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+def _ns_not_before(t: float) -> int:
+    """Monotonic instant t in whole nanoseconds, rounded up (a timer never fires before t)."""
+    sec = math.floor(t)
+    return max(sec * 1_000_000_000 + math.ceil((t - sec) * 1e9), 1)  # 0 would disarm
 
 
-_CLOCK_MONOTONIC = 1  # what time.monotonic() reads on Linux
-_TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = os.O_NONBLOCK, os.O_CLOEXEC, 1
-
-
-def _libc_function(name: str) -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return getattr(ctypes.CDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):
-        return None
-
-
-_timerfd_create = _libc_function("timerfd_create")
-_timerfd_settime = _libc_function("timerfd_settime")
+@dataclass(order=True, slots=True)
+class _Sleeper:
+    at: float
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+    queued: bool = field(default=True, compare=False)
+    """Still in the heap."""
+    stale: bool = field(default=False, compare=False)
+    """Cancelled while in the heap, and counted in _Timerfd.stale."""
 
 
 class _Timerfd:
-    """One timerfd on one event loop, armed for the earliest of its sleepers' deadlines."""
+    """One timerfd on one event loop, armed for the earliest of its sleepers' deadlines.
+
+    The loop keeps this alive through its reader callback and SystemClock holds it only
+    weakly, so nothing outside the loop leads back to it (its pending futures do, from
+    inside): a closed loop and its timer are collected together, and the fd is closed with
+    the timer. A cancelled sleeper that held the next deadline leaves the heap at once and
+    the timer is re-armed for the one after (or disarmed); deeper in the heap, cancelled
+    sleepers go as soon as they make up half of it.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        fd = _timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        assert _timerfd_create is not None
+        fd = _timerfd_create()
         self._fd = fd
-        self._loop = loop
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sleepers: list[_Sleeper] = []
         self._seq = itertools.count()
         self._armed_for = math.inf
-        loop.add_reader(fd, self._fire)
-        weakref.finalize(loop, os.close, fd)
+        self.stale = 0
+        """Cancelled sleepers still in the heap."""
+        weakref.finalize(self, os.close, fd)
+        try:
+            loop.add_reader(fd, self._fire)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @property
+    def heap_size(self) -> int:
+        """Sleepers in the heap, cancelled ones not yet dropped included."""
+        return len(self._sleepers)
 
     def wait(self, t: float) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
-        heapq.heappush(self._sleepers, (t, next(self._seq), future))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sleeper = _Sleeper(t, next(self._seq), future)
+        heapq.heappush(self._sleepers, sleeper)
+        future.add_done_callback(functools.partial(self._done, sleeper))
         if t < self._armed_for:
             self._arm(t)
         return future
 
     def _arm(self, t: float) -> None:
-        sec = math.floor(t)
-        nsec = math.ceil((t - sec) * 1e9)  # never before t
-        if nsec >= 1_000_000_000:
-            sec, nsec = sec + 1, nsec - 1_000_000_000
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, max(nsec, 1)))
-        if _timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        assert _timerfd_settime_ns is not None
+        _timerfd_settime_ns(self._fd, 0 if t == math.inf else _ns_not_before(t))
         self._armed_for = t
+
+    def _pop(self) -> _Sleeper:
+        sleeper = heapq.heappop(self._sleepers)
+        sleeper.queued = False
+        if sleeper.stale:
+            self.stale -= 1
+        return sleeper
+
+    def _done(self, sleeper: _Sleeper, future: asyncio.Future[None]) -> None:
+        if not (sleeper.queued and future.cancelled()):
+            return  # woken by _fire, or dropped already
+        sleeper.stale = True
+        self.stale += 1
+        sleepers = self._sleepers
+        while sleepers and sleepers[0].future.done():
+            self._pop()
+        if 2 * self.stale >= len(sleepers) > 0:
+            for dropped in sleepers:
+                dropped.queued = not dropped.stale
+            self._sleepers = sleepers = [s for s in sleepers if not s.stale]
+            heapq.heapify(sleepers)
+            self.stale = 0
+        next_at = sleepers[0].at if sleepers else math.inf
+        if next_at != self._armed_for:
+            self._arm(next_at)
 
     def _fire(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self._fd, 8)
         now = time.monotonic()
         sleepers = self._sleepers
-        while sleepers and (sleepers[0][0] <= now or sleepers[0][2].done()):
-            future = heapq.heappop(sleepers)[2]
+        while sleepers and (sleepers[0].at <= now or sleepers[0].future.done()):
+            future = self._pop().future
             if not future.done():
                 future.set_result(None)
         self._armed_for = math.inf
         if sleepers:
-            self._arm(sleepers[0][0])
+            self._arm(sleepers[0].at)
 
 
 class FakeClock:

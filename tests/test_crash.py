@@ -2,7 +2,9 @@
 
 The kills are placed by observed progress, not by sleeping: lines in the capture file, the
 read offset of the capture file in /proc/<pid>/fdinfo, a temporary file appearing in the
-dataset. Waits are bounded loops on the SystemClock.
+dataset. Each wait blocks (tests/watching.py: inotify on the folders involved and a pidfd on
+the process, bounded by WITHIN_S) instead of spinning a core, and each test asserts that its
+kill landed while the process was still at work: a kill after the end would prove nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +23,10 @@ from typing import Any
 import orjson
 import pytest
 
-from replay.clock import SystemClock
 from replay.core.timeline import Trace, format_rfc1123
 from replay.store.dataset import iter_traces, scan
 from tests.serving import serving
+from tests.watching import IN_CREATE, IN_MODIFY, IN_MOVED_TO, RECHECK_S, Watcher
 
 POLL = "/metadata/scheduledevents?api-version=2020-07-01"
 WITHIN_S = 60.0
@@ -36,14 +38,37 @@ def replay(*args: str) -> list[str]:
     return [sys.executable, "-m", "replay", *args]
 
 
-def wait_for(what: str, condition: Callable[[], bool], within_s: float = WITHIN_S) -> None:
-    """Poll condition until it holds (a bounded loop on the real clock, no sleeping)."""
-    clock = SystemClock()
-    deadline = clock.now() + within_s
-    while not condition():
-        if clock.now() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {within_s:g} s")
-        os.sched_yield()
+READ_EVERY_S = 0.01
+"""How often a wait looks at a read offset (reads make too many events to wake on each)."""
+
+
+def assert_did_not_spin(watcher: Watcher) -> None:
+    """The waits slept between looks: a spinning wait never gives up the CPU by itself."""
+    assert watcher.slept >= watcher.wakes // 2, (watcher.slept, watcher.wakes, watcher.cpu_s)
+
+
+class Tail:
+    """The complete JSON lines of a file that another process appends to, read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.parsed: list[dict[str, Any]] = []
+
+    def lines(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                new = f.read()
+        except FileNotFoundError:
+            return self.parsed
+        self.offset += len(new)
+        data = self.partial + new
+        cut = data.rfind(b"\n") + 1
+        self.parsed += complete_lines(data[:cut])
+        self.partial = data[cut:]
+        return self.parsed
 
 
 def complete_lines(data: bytes) -> list[dict[str, Any]]:
@@ -110,18 +135,21 @@ def test_a_capture_killed_mid_run_ingests_everything_up_to_its_last_complete_lin
         capture = ["capture", "--url", base + POLL, "--interval", "0.01", "--out", str(out)]
         proc = subprocess.Popen(replay(*capture), stderr=subprocess.DEVNULL)
         try:
+            with Watcher(proc) as watcher:
+                watcher.watch(tmp_path, IN_CREATE | IN_MODIFY)
+                tail = Tail(out)
 
-            def enough() -> bool:
-                assert proc.poll() is None, "capture stopped by itself"
-                data = out.read_bytes() if out.exists() else b""
-                return len(closed_episodes(complete_lines(data))) >= 2
+                def enough() -> bool:
+                    assert proc.poll() is None, "capture stopped by itself"
+                    return len(closed_episodes(tail.lines())) >= 2
 
-            wait_for("two episodes in the capture", enough)
-            proc.send_signal(signal.SIGKILL)
+                watcher.wait_for("two episodes in the capture", enough, WITHIN_S)
+                proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait(timeout=WITHIN_S)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run: it never ends by itself
+    assert_did_not_spin(watcher)
     data = out.read_bytes()
     # The kill may land anywhere; the line it cut short (if any) is the only loss.
     cuts = sorted(random.Random(9).sample(range(data.rfind(b"\n", 0, -1) + 1, len(data)), 3))
@@ -265,7 +293,9 @@ def test_an_ingest_killed_anywhere_leaves_whole_traces_and_a_rerun_completes_it(
     before = look(traces_dir)
     size = path.stat().st_size
     proc = ingest([path], traces_dir)
+    watcher = Watcher(proc)
     try:
+        watcher.watch(traces_dir, IN_CREATE | IN_MOVED_TO, subfolders=True)  # ingest writing
         if kill_at.startswith("read "):
             at = float(kill_at.split()[1]) * size
 
@@ -285,13 +315,16 @@ def test_an_ingest_killed_anywhere_leaves_whole_traces_and_a_rerun_completes_it(
                 added = len(look_names(traces_dir) - before.names)
                 return proc.poll() is not None or added >= count
 
-        wait_for(f"ingest to reach {kill_at}", reached)
+        every_s = READ_EVERY_S if kill_at.startswith("read ") else RECHECK_S
+        watcher.wait_for(f"ingest to reach {kill_at}", reached, WITHIN_S, every_s=every_s)
         proc.send_signal(signal.SIGKILL)
         was_killed = proc.wait(timeout=WITHIN_S) == -signal.SIGKILL
     finally:
+        watcher.close()
         proc.kill()
         proc.communicate(timeout=WITHIN_S)
     assert was_killed, f"ingest finished before {kill_at}: make the capture bigger"
+    assert_did_not_spin(watcher)
 
     after = look(traces_dir)
     assert after.bad == []  # never a half-written .parquet
@@ -320,7 +353,9 @@ def test_an_ingest_of_one_episode_killed_anywhere_leaves_the_dataset_as_before_o
     for fraction in (0.3, 0.9, 2.0):  # 2: when its temporary file appears
         proc = ingest([path], traces_dir)
         at = fraction * path.stat().st_size
+        watcher = Watcher(proc)
         try:
+            watcher.watch(traces_dir, IN_CREATE | IN_MOVED_TO, subfolders=True)
 
             def reached(at: float = at, proc: subprocess.Popen[bytes] = proc) -> bool:
                 pos = bytes_read(proc.pid, path)
@@ -330,11 +365,16 @@ def test_an_ingest_of_one_episode_killed_anywhere_leaves_the_dataset_as_before_o
                     or (pos is not None and pos >= at)
                 )
 
-            wait_for("ingest progress", reached)
+            what = f"ingest to reach {fraction:g} of the file"
+            watcher.wait_for(what, reached, WITHIN_S, every_s=READ_EVERY_S)
             proc.send_signal(signal.SIGKILL)
+            was_killed = proc.wait(timeout=WITHIN_S) == -signal.SIGKILL
         finally:
+            watcher.close()
             proc.kill()
             proc.communicate(timeout=WITHIN_S)
+        assert was_killed, f"ingest finished before {fraction:g}: make the capture bigger"
+        assert_did_not_spin(watcher)
         after = look(traces_dir)
         assert after.bad == []
         assert len(after.names - before.names) in (0, 1)  # as before, or complete

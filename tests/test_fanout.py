@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
 
@@ -19,6 +21,7 @@ from replay.server.fanout import (
     QUEUE_LIMIT,
     Connection,
     Fanout,
+    make_pool,
     offer_all,
     text_frame,
 )
@@ -36,7 +39,8 @@ def test_offer_all_reaches_every_target_once_across_threads() -> None:
     pairs = [socket.socketpair() for _ in range(200)]
     try:
         targets = [Raw(a) for a, _ in pairs]
-        results = offer_all(targets, b"push", helpers=3)
+        with make_pool() as pool:
+            results = offer_all(targets, b"push", pool, helpers=3)
         assert results == [4] * 200
         for _, b in pairs:
             b.setblocking(False)
@@ -182,3 +186,55 @@ def test_a_connection_without_a_socket_takes_the_queue(registry: SessionRegistry
     assert conn.queue.qsize() == 2
     conn.queue.get_nowait()
     assert conn.queue.get_nowait() == pushed(7).message
+
+
+class SocketTransport:
+    """What a transport tells Connection: its socket and, on TLS, its SSL context."""
+
+    def __init__(self, sock: socket.socket, sslcontext: ssl.SSLContext | None) -> None:
+        self.extra = {"socket": sock, "sslcontext": sslcontext}
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_frames_go_straight_to_the_socket_only_without_tls(
+    registry: SessionRegistry, pair: tuple[socket.socket, socket.socket], tls: bool
+) -> None:
+    a, b = pair
+    context = ssl.create_default_context() if tls else None
+    transport = SocketTransport(a, context)
+    conn = Connection(cast(asyncio.Transport, transport), text_frame)
+    fanout = Fanout(registry, DEFAULT)
+    fanout.add(conn)
+    conn.queue.get_nowait()  # the document on connect
+    fanout.push(pushed(3))
+    if tls:  # bytes written to the fd would bypass the encryption: the sender task's queue
+        assert conn.offer(text_frame(b"{}")) == BUSY
+        assert conn.queue.get_nowait() == pushed(3).message
+        with pytest.raises(BlockingIOError):
+            b.recv(65536)
+    else:
+        assert frames(b.recv(65536)) == [pushed(3).message]
+        assert conn.queue.empty()
+    assert transport.written == []

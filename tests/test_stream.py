@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from replay.clock import FakeClock, SystemClock
 from replay.playback.anchor import Start
@@ -21,6 +22,9 @@ from tests.serving import serving
 URL = "/metadata/scheduledevents?api-version=2020-07-01"
 LIVE_MIGRATION_WALL_S = 1230 / 60 + 0.1
 """Wall seconds in which live-migration at 60x serves all four of its documents."""
+LAG_S = 0.5
+"""How far behind a poller the real server's push may arrive on a loaded 2-core machine (the
+shortest phase at 300x is 1 s: a push held back to the next change would fail)."""
 
 
 def play(registry: SessionRegistry, trace: str) -> None:
@@ -140,8 +144,51 @@ async def test_unknown_session_stream_is_404(client: Any) -> None:
         assert (await resp.json())["error"]["status"] == 404
 
 
-def test_websocket_subscriber_is_never_more_than_50ms_behind_a_poller(traces_dir: Path) -> None:
-    """Against the real server: every document reaches the subscriber within 50 ms of a poll."""
+async def test_a_websocket_subscriber_has_each_document_by_the_instant_a_poll_shows_it(
+    client: Any, registry: SessionRegistry, clock: FakeClock
+) -> None:
+    """Virtual time stands still at each change while the poll and the push are compared: the
+    subscriber must already have (or be getting) the document the poll shows, with no time
+    passing for the push to catch up in."""
+    speed = 300
+    trace = registry.trace("live-migration")
+    registry.create(DEFAULT, trace, SessionOptions(speed=speed, start=Start.now))
+    start = clock.now()
+    ws = await client.ws_connect("/s/default/stream")
+
+    async def pushed() -> int:
+        try:
+            message = await ws.receive(timeout=5)  # real seconds: virtual time stands still
+        except TimeoutError:
+            raise AssertionError(f"nothing pushed by {clock.now() - start:.6f} s") from None
+        incarnation: int = orjson.loads(message.data)["document"]["DocumentIncarnation"]
+        return incarnation
+
+    async def polled() -> int:
+        resp = await client.get(URL, headers={"Metadata": "true"})
+        incarnation: int = (await resp.json())["DocumentIncarnation"]
+        return incarnation
+
+    assert await pushed() == await polled() == 1
+    for snapshot in trace.snapshots[1:]:
+        at = start + snapshot.offset_s / speed
+        clock.advance(at - 1e-6 - clock.now())  # a moment before the change
+        before = await polled()
+        clock.advance(at + 1e-9 - clock.now())  # the change (and not a moment later)
+        now = await polled()
+        assert now == before + 1
+        assert await pushed() == now
+    assert now == 4
+    await ws.close()
+
+
+@pytest.mark.slow
+def test_websocket_subscriber_on_the_real_server_is_never_far_behind_a_poller(
+    traces_dir: Path,
+) -> None:
+    """Against the real server: every document reaches the subscriber within LAG_S of a poll
+    seeing it (the exact promise is checked on virtual time above; this checks the real
+    clock, timerfd and socket path, with room for a loaded machine)."""
     clock = SystemClock()
     pushed: dict[int, float] = {}
     polled: dict[int, float] = {}
@@ -173,4 +220,4 @@ def test_websocket_subscriber_is_never_more_than_50ms_behind_a_poller(traces_dir
         thread.join(timeout=10)
     assert set(polled) >= {2, 3, 4}
     for incarnation in (2, 3, 4):
-        assert pushed[incarnation] - polled[incarnation] <= 0.050, (incarnation, pushed, polled)
+        assert pushed[incarnation] - polled[incarnation] <= LAG_S, (incarnation, pushed, polled)
