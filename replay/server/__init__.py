@@ -7,6 +7,8 @@
 - `fanout`, `streams`: push to WebSocket and Server-Sent Events subscribers.
 - `page`: the control page and its static/ ES modules (no build step).
 - `app`: make_app, the one route list, and what is made and closed with the app.
+- `linklocal`: serving at 169.254.169.254 itself (`serve --link-local`): the probe for a real
+  IMDS, and the address on the loopback interface (rtnetlink, standard library only).
 
 May import: everything below it (replay.playback, replay.store, replay.core, errors, clock).
 """
