@@ -7,6 +7,7 @@ loopback interface, no route out), so even the probe for a real IMDS leaves no m
 from __future__ import annotations
 
 import http.server
+import socket
 import subprocess
 import sys
 import threading
@@ -174,3 +175,21 @@ def test_probe_reports_the_status_line_of_whatever_answers() -> None:
         server.shutdown()
         server.server_close()
     assert linklocal.probe("127.0.0.1", port, timeout_s=0.5) is None  # refused: nothing there
+
+
+def test_an_address_it_cannot_listen_on_is_one_line_and_exit_2(traces_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*SERVE[:4], "--port", str(port), "--traces-dir", str(traces_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr) == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
