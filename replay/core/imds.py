@@ -108,6 +108,7 @@ ERR_NOT_FOUND = "Not found"
 ERR_METHOD = "Method not allowed"
 ERR_BODY = "Bad request. The request body is not a valid StartRequests document"
 ERR_TOO_MANY = "Too many requests"
+ERR_FORMAT = "Bad request. format must be json or text"
 
 
 def parse_start_requests(body: bytes) -> list[str] | None:
@@ -156,21 +157,3 @@ def render(
     # orjson's bytes keep its whole ~4 KB buffer; bodies are cached and kept in the session's
     # history, so keep a copy of just the bytes (benchmarks/sessions_scale.py).
     return bytes(memoryview(body))
-
-
-def instance_document(name: str, *, location: str = "westeurope") -> bytes:
-    """A minimal /metadata/instance document: handlers read their VM name from compute.name."""
-    return orjson.dumps(
-        {
-            "compute": {
-                "azEnvironment": "AzurePublicCloud",
-                "location": location,
-                "name": name,
-                "osType": "Linux",
-                "resourceGroupName": "imds-replay",
-                "vmId": "00000000-0000-4000-8000-000000000000",
-                "vmSize": "Standard_D2s_v5",
-            },
-            "network": {"interface": []},
-        }
-    )

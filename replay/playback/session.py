@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from replay.clock import Clock
 from replay.core.faults import FaultPlan, FaultWindow
 from replay.core.imds import LATEST_VERSION, render
+from replay.core.instance import InstanceIdentity, identity_for, vm_name
 from replay.core.schedule import Schedule, Transition
 from replay.core.timeline import Snapshot, Trace
 from replay.errors import ReplayError
@@ -59,6 +60,8 @@ class SessionOptions:
     recorded_approvals: bool = False
     """Play the approvals the capturing VM sent, instead of waiting for this client's."""
     first_incarnation: int | None = None
+    identity: InstanceIdentity | None = None
+    """Who the VM is in /metadata/instance; derived from the name the events use if None."""
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Session:
         self.speed = self.options.speed
         self.duration_s = self.trace.duration_s
         self.looping = self.options.loop and self.duration_s > 0
+        vm, seed = vm_name(self.options.resources, self.trace), f"{self.trace.name}/{self.name}"
+        self.identity = self.options.identity or identity_for(vm, seed=seed)
         self.anchor = Anchor(self.clock.now(), self.clock.wall(), 0.0, self.speed, False)
         self.state = State.waiting
         self.approvals: deque[Approved] = deque(maxlen=APPROVALS_KEPT)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 from aiohttp import hdrs, web
 from multidict import istr
 
-from replay.core import imds
+from replay.core import imds, instance
 from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import Session
 from replay.server.keys import REGISTRY
@@ -163,26 +163,37 @@ async def _start_requests(request: web.Request, session: Session) -> web.Respons
 
 
 @imds_route
-async def instance(request: web.Request) -> web.Response:
-    """A minimal instance metadata document whose compute.name is the first resource."""
+async def instance_metadata(request: web.Request) -> web.Response:
+    """Instance metadata, any sub-path (array elements by index), format=json or text."""
     if request.method != "GET":
         return imds_error(405, imds.ERR_METHOD)
-    version = check_request(request.headers, _query(request), imds.INSTANCE_VERSION_SET)
+    query = _query(request)
+    version = check_request(request.headers, query, imds.INSTANCE_VERSION_SET)
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     session = _session(request)
     if session is None:
         return imds_error(404, imds.ERR_NOT_FOUND)
-    resources = session.options.resources or _trace_resources(session)
-    return web.Response(body=imds.instance_document(resources[0]), headers=HEADERS)
+    fmt = query.get("format") or "json"
+    if fmt not in instance.FORMATS:
+        return imds_error(400, imds.ERR_FORMAT)
+    found = instance.answer(session.identity, request.match_info["tail"], fmt)
+    if found is None:
+        return imds_error(404, imds.ERR_NOT_FOUND)
+    body, content_type = found
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def _trace_resources(session: Session) -> tuple[str, ...]:
-    for snap in session.trace.snapshots:
-        for event in snap.events:
-            if event["Resources"]:
-                return tuple(event["Resources"])
-    return ("vm-0",)
+@imds_route
+async def metadata_versions(request: web.Request) -> web.Response:
+    """The api-versions instance metadata accepts (no api-version needed to ask)."""
+    if request.method != "GET":
+        return imds_error(405, imds.ERR_METHOD)
+    if X_FORWARDED_FOR in request.headers:
+        return imds_error(400, imds.ERR_FORWARDED)
+    if request.headers.get(METADATA, "").lower() != "true":
+        return imds_error(400, imds.ERR_METADATA)
+    return web.Response(body=instance.versions_body(imds.INSTANCE_VERSIONS), headers=HEADERS)
 
 
 @imds_route
@@ -196,8 +207,10 @@ async def not_found(request: web.Request) -> web.Response:
 ROUTES = [
     web.route("*", "/metadata/scheduledevents", scheduled_events),
     web.route("*", "/s/{session}/metadata/scheduledevents", scheduled_events),
-    web.route("*", "/metadata/instance", instance),
-    web.route("*", "/s/{session}/metadata/instance", instance),
+    web.route("*", "/metadata/instance{tail:(/.*)?}", instance_metadata),
+    web.route("*", "/s/{session}/metadata/instance{tail:(/.*)?}", instance_metadata),
+    web.route("*", "/metadata/versions", metadata_versions),
+    web.route("*", "/s/{session}/metadata/versions", metadata_versions),
 ]
 CATCH_ALL = web.route("*", r"/{tail:[\s\S]*}", not_found)  # also paths with %0A in them
 """The last route: every path nobody else answers."""
