@@ -1,0 +1,231 @@
+"""`imds-replay run -- CMD`: a handler, unmodified, where http://169.254.169.254 is a replay."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from replay.cli.common import TracesDir, app, err, resolve_dir, user_errors
+from replay.errors import ReplayError
+from replay.playback.anchor import Start
+
+if TYPE_CHECKING:
+    from replay.core.timeline import Trace
+    from replay.testing.report import Expectation, RunReport
+    from replay.testing.run import Ending, ReplaySpec
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+@user_errors
+def run(
+    command: Annotated[
+        list[str],
+        typer.Argument(help="The handler and its arguments, after --", show_default=False),
+    ],
+    trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
+    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
+    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
+    resources: Annotated[
+        str | None, typer.Option(help="Comma-separated VM names to put in every event")
+    ] = None,
+    start: Annotated[
+        Start, typer.Option(help="Start the replay clock at CMD's first IMDS request, or now")
+    ] = Start.first_request,
+    approval_delay: Annotated[
+        float, typer.Option(help="Trace seconds between an approval and the event's start")
+    ] = 0.0,
+    recorded_approvals: Annotated[
+        bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
+    ] = False,
+    rate_limit: Annotated[
+        int | None, typer.Option(help="IMDS requests per second; more get 429")
+    ] = None,
+    warm_up: Annotated[float, typer.Option(help="Wall seconds answered slowly at first")] = 0.0,
+    faults: Annotated[
+        Path | None, typer.Option(help="JSON playbook of failures in trace-time windows")
+    ] = None,
+    fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
+    port: Annotated[
+        int, typer.Option(help="TCP port of the page and control API on 127.0.0.1 (0: any)")
+    ] = 8080,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the report to this file as JSON")
+    ] = None,
+    expect: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="approve, no-errors, recovered or max-detection=S (repeatable); unmet: exit 3"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop CMD this many wall seconds after it started")
+    ] = None,
+    grace: Annotated[
+        float, typer.Option(help="Stop CMD this many wall seconds after the replay ends")
+    ] = 5.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
+    traces_dir: TracesDir = None,
+) -> None:
+    """Run CMD where http://169.254.169.254 is the replay, then report what it did.
+
+    CMD runs unmodified in its own user, network and PID namespaces, with this process's
+    stdin, stdout, stderr and environment. It is stopped (SIGTERM, SIGKILL 3 s later, every
+    process of it) when the replay has ended and --grace has passed, or at --timeout. Exit
+    status: 3 when an expectation is unmet; else CMD's (0 when run stopped it after the
+    replay, 124 at --timeout, 130 on Ctrl-C).
+
+    Example: imds-replay run --trace live-migration --speed 60 --expect approve -- python handler.py
+    """
+    import asyncio
+    import logging
+
+    from replay.core.faults import FaultPlan, load_playbook
+    from replay.core.speed import parse_speed
+    from replay.store.dataset import load_trace
+    from replay.testing.report import Expectation
+    from replay.testing.run import Ending, ReplaySpec, check_command
+
+    expectations = [Expectation.parse(e) for e in expect or []]
+    check_command(command)
+    if grace < 0 or (timeout is not None and timeout <= 0):
+        raise ReplayError("--grace must be at least 0 and --timeout more than 0 seconds")
+    if start is Start.virtual:
+        raise ReplayError("--start virtual never ends by itself; use first-request or now")
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
+    t = load_trace(resolve_dir(traces_dir), trace)
+    names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
+    spec = ReplaySpec(
+        t.name,
+        speed=parse_speed(speed),
+        loop=loop,
+        resources=names,
+        start=start,
+        approval_delay_s=approval_delay,
+        recorded_approvals=recorded_approvals,
+        faults=FaultPlan(load_playbook(faults), seed=fault_seed) if faults else None,
+    )
+    result = asyncio.run(
+        _serve_and_run(
+            spec,
+            t,
+            command,
+            expectations,
+            Ending(grace_s=grace, timeout_s=timeout),
+            port=port,
+            rate_limit=rate_limit,
+            warm_up_s=warm_up,
+            traces_dir=resolve_dir(traces_dir),
+        )
+    )
+    print_report(result)
+    if report is not None:
+        report.write_bytes(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    raise typer.Exit(result.run_status)
+
+
+async def _serve_and_run(
+    spec: ReplaySpec,
+    trace: Trace,
+    command: list[str],
+    expectations: list[Expectation],
+    ending: Ending,
+    *,
+    port: int,
+    rate_limit: int | None,
+    warm_up_s: float,
+    traces_dir: Path,
+) -> RunReport:
+    """The server on 127.0.0.1:port for people, the namespace's socket for CMD, the run."""
+    import asyncio
+    import signal
+
+    from aiohttp import web
+
+    from replay.clock import SystemClock
+    from replay.playback.registry import DEFAULT, SessionRegistry
+    from replay.server.app import make_app
+    from replay.testing.run import run_in_namespace
+
+    clock = SystemClock()
+    registry = SessionRegistry(traces_dir, clock, rate_limit=rate_limit, warm_up_s=warm_up_s)
+    registry.add_trace(trace)
+    spec.create(registry, DEFAULT)
+    runner = web.AppRunner(make_app(registry, clock=clock), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ReplayError(
+                f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); pass another --port "
+                "(0 picks a free one)"
+            ) from None
+        bound = runner.addresses[0][1]
+        interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, interrupted.set)
+        err.print(
+            f"replaying {trace.name} at {spec.speed:g}x as http://169.254.169.254 for "
+            f"{' '.join(command)} (page and control API: http://127.0.0.1:{bound}/)",
+            highlight=False,
+            markup=False,
+        )
+        return await run_in_namespace(
+            registry,
+            DEFAULT,
+            command,
+            expect=expectations,
+            ending=ending,
+            interrupted=interrupted,
+        )
+    finally:
+        await runner.cleanup()
+
+
+def print_report(report: RunReport) -> None:
+    """The report as a few lines and two short tables, on stderr."""
+    how = {
+        "exit": "exited",
+        "grace": "was stopped after the replay ended",
+        "timeout": "was stopped at --timeout",
+        "interrupt": "was stopped by Ctrl-C",
+    }[report.ended_by]
+    code = report.signal or report.exit_code
+    requests = report.requests
+    statuses = ", ".join(f"{n} x {s}" for s, n in requests.by_status.items()) or "none"
+    versions = ", ".join(requests.api_versions) or "none"
+    err.print(
+        f"\nCMD {how} ({code}); VM {report.vm}, trace {report.trace} at {report.speed:g}x\n"
+        f"requests: {requests.total} ({statuses}), peak {requests.peak_per_second}/s, "
+        f"api-versions {versions}, without Metadata {requests.missing_metadata}, "
+        f"with X-Forwarded-For {requests.forwarded_for}",
+        highlight=False,
+        markup=False,
+    )
+    table = Table(title_justify="left")
+    for header in ("event", "type", "detected_after_s", "notice_left_s", "approved", "recovered"):
+        table.add_column(header, justify="right" if header.endswith("_s") else "left")
+    for e in report.events:
+        table.add_row(
+            e.event_id[:8] + (f" r{e.round}" if e.round else ""),
+            e.event_type,
+            _cell(e.detected_after_s),
+            _cell(e.approved_notice_left_s),
+            e.approved_while or "no",
+            "yes" if e.recovered else "no",
+        )
+    err.print(table)
+    for outcome in report.expectations:
+        mark = "ok  " if outcome.ok else "FAIL"
+        err.print(f"{mark} {outcome.name}: {outcome.why}", highlight=False, markup=False)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"

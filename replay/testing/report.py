@@ -1,0 +1,326 @@
+"""What a handler did under `imds-replay run`: its requests, each event's fate, expectations.
+
+Built from the observations of the run's IMDS socket (replay.server.vm) and the session's
+schedules (where each event appeared and ended in this replay, approvals applied). Typed, so a
+user's test can `assert report.events[0].approved_notice_left_s > 60`.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from replay.core.schedule import Schedule, build_schedule
+from replay.errors import ReplayError
+from replay.playback.rounds import round_event_id
+from replay.playback.session import Session
+from replay.server.vm import Observation
+
+EXPECTATIONS = ("approve", "no-errors", "recovered", "max-detection=S")
+"""What --expect accepts."""
+_MAX_DETECTION = re.compile(r"^max-detection=(\d+(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A condition the run must meet: approve, no-errors, recovered, max-detection=S."""
+
+    name: str
+    max_detection_s: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Expectation:
+        """An expectation as written on the command line; ReplayError when unknown."""
+        text = text.strip()
+        if text in ("approve", "no-errors", "recovered"):
+            return cls(text)
+        match = _MAX_DETECTION.fullmatch(text)
+        if match:
+            return cls(text, float(match[1]))
+        raise ReplayError(f"unknown expectation {text!r}; use one of: {', '.join(EXPECTATIONS)}")
+
+
+@dataclass
+class Requests:
+    """The IMDS requests CMD made."""
+
+    total: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    """Count per HTTP status ("0": connection dropped by a fault playbook)."""
+    peak_per_second: int = 0
+    """The most requests within any one second (IMDS allows about 5 before 429)."""
+    api_versions: dict[str, int] = field(default_factory=dict)
+    missing_metadata: int = 0
+    """Requests without `Metadata: true` (IMDS answers them 400)."""
+    forwarded_for: int = 0
+    """Requests with X-Forwarded-For (IMDS answers them 400)."""
+
+
+@dataclass
+class EventOutcome:
+    """One event of the trace (per loop round) and what CMD did about it."""
+
+    event_id: str
+    """As served (later loop rounds have fresh ids)."""
+    event_type: str
+    round: int
+    detected_after_s: float | None
+    """Trace seconds from the event appearing to the first answer CMD got that listed it."""
+    approved_notice_left_s: float | None
+    """Trace seconds left before the NotBefore CMD was shown, when it approved (negative:
+    after it); None if it never approved."""
+    approved_while: str | None
+    """Scheduled or Started, when CMD approved; None if it never did."""
+    recovered: bool
+    """CMD fetched a document without the event after it ended."""
+    appeared: bool = True
+    """False when the run ended before the event appeared."""
+    scheduled: bool = True
+    """Whether it had a Scheduled phase (a host failure starts Started)."""
+    for_this_vm: bool = True
+    """Whether its Resources list this VM (a handler should approve only those)."""
+
+
+@dataclass
+class Outcome:
+    """An expectation and whether the run met it."""
+
+    name: str
+    ok: bool
+    why: str
+
+
+@dataclass
+class RunReport:
+    """What `imds-replay run` says at the end (and writes with --report)."""
+
+    exit_code: int | None
+    """CMD's exit status; minus the signal number when a signal ended it; None if it never
+    started."""
+    ended_by: str
+    """exit (CMD exited), grace (the replay ended), timeout, or interrupt (Ctrl-C)."""
+    trace: str
+    speed: float
+    vm: str
+    requests: Requests
+    events: list[EventOutcome]
+    expectations: list[Outcome]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every expectation was met."""
+        return all(e.ok for e in self.expectations)
+
+    @property
+    def signal(self) -> str | None:
+        """The name of the signal that ended CMD, if one did."""
+        if self.exit_code is None or self.exit_code >= 0:
+            return None
+        return signal.Signals(-self.exit_code).name
+
+    @property
+    def run_status(self) -> int:
+        """What `imds-replay run` exits with: 130 on Ctrl-C, 3 when an expectation is unmet,
+        124 at --timeout, 0 when stopped after the replay, else CMD's (128 + N: signal N)."""
+        if self.ended_by == "interrupt":
+            return 130
+        if not self.ok:
+            return 3
+        if self.ended_by in ("timeout", "grace"):
+            return 124 if self.ended_by == "timeout" else 0
+        code = self.exit_code or 0
+        return 128 - code if code < 0 else code
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON values (what --report writes)."""
+        return {"signal": self.signal, "ok": self.ok, **asdict(self)}
+
+
+def summarize_requests(observations: Sequence[Observation]) -> Requests:
+    """Counts by status, peak per second, api-versions, header mistakes."""
+    times = sorted(o.at for o in observations)
+    peak, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= 1.0:
+            first += 1
+        peak = max(peak, last - first + 1)
+    statuses = Counter(str(o.status) for o in observations)
+    versions = Counter(o.api_version for o in observations if o.api_version is not None)
+    return Requests(
+        total=len(observations),
+        by_status=dict(sorted(statuses.items())),
+        peak_per_second=peak,
+        api_versions=dict(sorted(versions.items())),
+        missing_metadata=sum(not o.metadata for o in observations),
+        forwarded_for=sum(o.forwarded_for for o in observations),
+    )
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where an event is in one round's schedule (offsets in the round)."""
+
+    appear_s: float
+    gone_s: float | None
+    scheduled: bool
+    event: dict[str, Any]
+
+
+def _spans(schedule: Schedule) -> dict[str, _Span]:
+    spans: dict[str, _Span] = {}
+    present: set[str] = set()
+    for transition in schedule.transitions:
+        now = {state.event_id for state in transition.events}
+        for state in transition.events:
+            eid = state.event_id
+            old = spans.get(eid)
+            if old is None:
+                spans[eid] = _Span(transition.offset_s, None, False, dict(state.event))
+                old = spans[eid]
+            if state.status == "Scheduled" and not old.scheduled:
+                spans[eid] = _Span(old.appear_s, old.gone_s, True, old.event)
+        for eid in present - now:
+            span = spans[eid]
+            if span.gone_s is None:
+                spans[eid] = _Span(span.appear_s, transition.offset_s, span.scheduled, span.event)
+        present = now
+    return spans
+
+
+def _round_schedule(session: Session, rnd: int) -> Schedule:
+    """A round's schedule with its approvals; rounds the session let go of, without them."""
+    if rnd in session.rounds.held():
+        return session.schedule(rnd)
+    options = session.rounds.options
+    return build_schedule(session.trace, (), delay_s=options.approval_delay_s)
+
+
+def event_outcomes(session: Session, observations: Sequence[Observation]) -> list[EventOutcome]:
+    """One entry per event of the trace, per loop round the run reached."""
+    duration = session.duration_s
+    end = session.position()
+    last_round = session.split(end)[0] if session.looping else 0
+    vm = session.identity.name
+    outcomes = []
+    for rnd in range(last_round + 1):
+        base = rnd * duration
+        spans = _spans(_round_schedule(session, rnd))
+        for original in session.trace.event_ids:
+            span = spans.get(original)
+            if span is None:
+                continue
+            appeared = end >= base + span.appear_s
+            if rnd and not appeared:
+                continue  # a later round not reached yet: nothing to say
+            listed = [o for o in observations if any(_is(s, rnd, original) for s in o.shown)]
+            detected = listed[0].position_s - base - span.appear_s if listed else None
+            approval = next(
+                (a for o in observations for a in o.approving if _is(a, rnd, original)), None
+            )
+            ended = None if span.gone_s is None else base + span.gone_s
+            recovered = ended is not None and any(
+                o.position_s >= ended and not any(_is(s, rnd, original) for s in o.shown)
+                for o in observations
+                if o.method == "GET" and o.status == 200 and o.path.endswith("/scheduledevents")
+            )
+            resources = session.options.resources or span.event.get("Resources", [])
+            outcomes.append(
+                EventOutcome(
+                    event_id=round_event_id(session.trace.name, rnd, original) if rnd else original,
+                    event_type=str(span.event["EventType"]),
+                    round=rnd,
+                    detected_after_s=None if detected is None else round(max(detected, 0.0), 3),
+                    approved_notice_left_s=None
+                    if approval is None or approval.notice_left_s is None
+                    else round(approval.notice_left_s, 3),
+                    approved_while=None if approval is None else approval.status,
+                    recovered=recovered,
+                    appeared=appeared,
+                    scheduled=span.scheduled,
+                    for_this_vm=vm in resources,
+                )
+            )
+    return outcomes
+
+
+def _is(item: Any, rnd: int, original: str) -> bool:
+    return bool(item.round == rnd and item.event_id == original)
+
+
+def judge(
+    expectations: Sequence[Expectation], requests: Requests, events: Sequence[EventOutcome]
+) -> list[Outcome]:
+    """Whether the run met each expectation, and why not."""
+    return [_judge(e, requests, events) for e in expectations]
+
+
+def _judge(expectation: Expectation, requests: Requests, events: Sequence[EventOutcome]) -> Outcome:
+    name = expectation.name
+    problems: list[str] = []
+    if name == "approve":
+        for e in events:
+            if not (e.scheduled and e.for_this_vm):
+                continue
+            if not e.appeared:
+                problems.append(f"{e.event_type} {e.event_id}: the run ended before it appeared")
+            elif e.approved_while is None:
+                problems.append(f"{e.event_type} {e.event_id} was never approved")
+            elif e.approved_while != "Scheduled":
+                problems.append(f"{e.event_type} {e.event_id} was approved only once Started")
+            elif e.approved_notice_left_s is not None and e.approved_notice_left_s < 0:
+                left = -e.approved_notice_left_s
+                problems.append(f"{e.event_type} {e.event_id} was approved {left:g} s late")
+        good = "every Scheduled event for this VM was approved before its NotBefore"
+    elif name == "no-errors":
+        errors = {s: n for s, n in requests.by_status.items() if s == "0" or int(s) >= 400}
+        if errors:
+            listed = ", ".join(f"{n} x {'dropped' if s == '0' else s}" for s, n in errors.items())
+            problems.append(f"answered {listed}")
+        good = "no request was answered with an error"
+    elif name == "recovered":
+        for e in events:
+            if not e.appeared:
+                problems.append(f"{e.event_type} {e.event_id}: the run ended before it appeared")
+            elif not e.recovered:
+                problems.append(
+                    f"{e.event_type} {e.event_id}: CMD fetched no document without it after it "
+                    "ended"
+                )
+        good = "CMD saw every event end"
+    else:
+        limit = expectation.max_detection_s or 0.0
+        for e in events:
+            if e.detected_after_s is None:
+                problems.append(f"{e.event_type} {e.event_id} was never detected")
+            elif e.detected_after_s > limit:
+                late = e.detected_after_s
+                problems.append(f"{e.event_type} {e.event_id} was detected after {late:g} s")
+        good = f"every event was detected within {limit:g} trace seconds"
+    return Outcome(name, not problems, "; ".join(problems) if problems else good)
+
+
+def build_report(
+    session: Session,
+    observations: Sequence[Observation],
+    expectations: Sequence[Expectation],
+    *,
+    exit_code: int | None,
+    ended_by: str,
+) -> RunReport:
+    """The report of a run that has ended."""
+    requests = summarize_requests(observations)
+    events = event_outcomes(session, observations)
+    return RunReport(
+        exit_code=exit_code,
+        ended_by=ended_by,
+        trace=session.trace.name,
+        speed=session.speed,
+        vm=session.identity.name,
+        requests=requests,
+        events=events,
+        expectations=judge(expectations, requests, events),
+    )

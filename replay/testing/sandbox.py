@@ -1,0 +1,160 @@
+"""Run's side of the namespace: start the helper (replay.testing.netns), talk to it, stop CMD.
+
+The helper is a separate, fresh Python process (the kernel lets only a single-threaded process
+enter a new user namespace). It hands back the socket that 169.254.169.254:80 is inside the
+namespace, starts CMD on `go`, and reports CMD's start and exit; `terminate` and `kill` act on
+the namespace's init, and through it on every process of CMD's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from replay.errors import ReplayError
+from replay.testing import netns
+
+HELPER = Path(netns.__file__)
+READY_WITHIN_S = 10.0
+StdIO = int | IO[Any] | None
+"""What subprocess accepts for stdin, stdout and stderr (None: run's own)."""
+
+
+class NamespaceUnavailable(ReplayError):
+    """This system cannot run CMD in the namespaces `run` needs; the message says what to do."""
+
+
+class Sandbox:
+    """CMD in its own user, network and PID namespaces, 169.254.169.254:80 handed to us."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ctl: socket.socket) -> None:
+        self.proc = proc
+        self._ctl = ctl
+        loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[socket.socket] = loop.create_future()
+        self._started: asyncio.Future[None] = loop.create_future()
+        self.exited: asyncio.Future[int | None] = loop.create_future()
+        """CMD's wait status; None when it never reported one (killed with its namespace)."""
+        self.closed: asyncio.Future[None] = loop.create_future()
+        """Every process of the namespace has ended."""
+        self.init_pid: int | None = None
+        loop.add_reader(ctl.fileno(), self._readable)
+
+    @classmethod
+    async def open(
+        cls,
+        command: Sequence[str],
+        *,
+        stdin: StdIO = None,
+        stdout: StdIO = None,
+        stderr: StdIO = None,
+    ) -> tuple[Sandbox, socket.socket]:
+        """Set the namespace up; returns it and the listening socket CMD's requests reach."""
+        if not sys.platform.startswith("linux"):
+            raise NamespaceUnavailable(
+                f"`run` needs Linux network namespaces (this is {sys.platform}); "
+                "use `imds-replay serve` and point the handler at it"
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        with theirs:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno()), "--", *command],
+                pass_fds=(theirs.fileno(),),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        sandbox = cls(proc, ours)
+        try:
+            listener = await asyncio.wait_for(sandbox._ready, READY_WITHIN_S)
+        except BaseException:
+            sandbox.kill()
+            await sandbox.wait_closed()
+            raise
+        return sandbox, listener
+
+    async def start(self) -> None:
+        """Start CMD (after the server accepts on the socket) and wait until it runs."""
+        self._ctl.send(b"go")
+        await self._started
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._ctl, 512, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                self._eof()
+                return
+            self._message(data.decode(errors="replace"), fds)
+
+    def _message(self, text: str, fds: list[int]) -> None:
+        word, _, rest = text.partition(" ")
+        if word == "ready" and fds:
+            _settle(self._ready, socket.socket(fileno=fds[0]))
+        elif word == "error":
+            error = NamespaceUnavailable(rest) if not self._ready.done() else ReplayError(rest)
+            for future in (self._ready, self._started):
+                if not future.done():
+                    future.set_exception(error)
+                    break
+        elif word == "init":
+            self.init_pid = int(rest)
+        elif word == "started":
+            _settle(self._started, None)
+        elif word == "exited":
+            _settle(self.exited, int(rest))
+        for fd in fds[1:] if word == "ready" else fds:
+            os.close(fd)
+
+    def _eof(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._ctl.fileno())
+        self._ctl.close()
+        status = self.proc.wait()
+        failed = ReplayError(f"the namespace helper ended (status {status}) before CMD ran")
+        for future in (self._ready, self._started):
+            if not future.done():
+                future.set_exception(failed)
+                future.exception()  # retrieved: only one of them is awaited
+        _settle(self.exited, None)
+        _settle(self.closed, None)
+
+    def terminate(self) -> None:
+        """SIGTERM to every process of CMD's (through the namespace's init)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the namespace's init: the kernel kills every process left in it."""
+        self._signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    def _signal(self, signum: int) -> None:
+        if self.init_pid is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.init_pid, signum)
+
+    async def wait_closed(self) -> None:
+        """Until every process of the namespace has ended."""
+        await asyncio.shield(self.closed)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
