@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 @app.command(context_settings={"allow_interspersed_args": False})
 @user_errors
 def run(
-    command: Annotated[
-        list[str],
-        typer.Argument(help="The handler and its arguments, after --", show_default=False),
-    ],
     trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="The handler and its arguments, after --", show_default=False),
+    ] = None,
     speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
     loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
     resources: Annotated[
@@ -91,6 +91,7 @@ def run(
     from replay.testing.run import Ending, ReplaySpec, check_command
 
     expectations = [Expectation.parse(e) for e in expect or []]
+    command = command or []
     check_command(command)
     if grace < 0 or (timeout is not None and timeout <= 0):
         raise ReplayError("--grace must be at least 0 and --timeout more than 0 seconds")
@@ -171,12 +172,15 @@ async def _serve_and_run(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, interrupted.set)
-        err.print(
-            f"replaying {trace.name} at {spec.speed:g}x as http://169.254.169.254 for "
-            f"{' '.join(command)} (page and control API: http://127.0.0.1:{bound}/)",
-            highlight=False,
-            markup=False,
-        )
+
+        def started() -> None:
+            err.print(
+                f"replaying {trace.name} at {spec.speed:g}x as http://169.254.169.254 for "
+                f"{' '.join(command)} (page and control API: http://127.0.0.1:{bound}/)",
+                highlight=False,
+                markup=False,
+            )
+
         return await run_in_namespace(
             registry,
             DEFAULT,
@@ -184,6 +188,7 @@ async def _serve_and_run(
             expect=expectations,
             ending=ending,
             interrupted=interrupted,
+            on_started=started,
         )
     finally:
         await runner.cleanup()
@@ -200,7 +205,7 @@ def print_report(report: RunReport) -> None:
     code = report.signal or report.exit_code
     requests = report.requests
     statuses = ", ".join(f"{n} x {s}" for s, n in requests.by_status.items()) or "none"
-    versions = ", ".join(requests.api_versions) or "none"
+    versions = ", ".join(f"{v} x {n}" for v, n in requests.api_versions.items()) or "none"
     err.print(
         f"\nCMD {how} ({code}); VM {report.vm}, trace {report.trace} at {report.speed:g}x\n"
         f"requests: {requests.total} ({statuses}), peak {requests.peak_per_second}/s, "
@@ -210,7 +215,7 @@ def print_report(report: RunReport) -> None:
         markup=False,
     )
     table = Table(title_justify="left")
-    for header in ("event", "type", "detected_after_s", "notice_left_s", "approved", "recovered"):
+    for header in ("event", "type", "detected_s", "notice_left_s", "approved", "recovered"):
         table.add_column(header, justify="right" if header.endswith("_s") else "left")
     for e in report.events:
         table.add_row(

@@ -155,6 +155,31 @@ class Sandbox:
         await asyncio.shield(self.closed)
 
 
+def unavailable_reason(within_s: float = READY_WITHIN_S) -> str | None:
+    """Why `run` cannot make its namespaces here (what it would print), or None if it can."""
+    if not sys.platform.startswith("linux"):
+        return f"`run` needs Linux network namespaces (this is {sys.platform})"
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno()), "--", "true"],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        ours.settimeout(within_s)
+        try:
+            data, fds, _, _ = socket.recv_fds(ours, 512, 1)
+        except TimeoutError:
+            data, fds = b"error the namespace helper did not answer", []
+        for fd in fds:
+            os.close(fd)
+    proc.wait(timeout=within_s)  # without `go` it gives up once its socket closes
+    if data.startswith(b"ready"):
+        return None
+    return data.decode(errors="replace").removeprefix("error ") or "the helper failed"
+
+
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
