@@ -60,3 +60,60 @@ def test_fixture_serves_real_timing_when_not_virtual(imds_replay) -> None:  # ty
     assert status["state"] == "running"
     assert status["speed"] == 600
     assert imds_replay.url.startswith("http://127.0.0.1:")
+
+
+def test_a_shared_server_gives_each_test_a_fresh_isolated_session(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nimds_replay_server = shared\n")
+    pytester.makepyfile(
+        """
+        import json, urllib.request
+
+        BASES = set()
+
+        def get(url):
+            request = urllib.request.Request(
+                url + "/metadata/scheduledevents?api-version=2020-07-01",
+                headers={"Metadata": "true"},
+            )
+            return json.loads(urllib.request.urlopen(request).read())
+
+        def approve(url, event_id):
+            body = json.dumps({"StartRequests": [{"EventId": event_id}]}).encode()
+            request = urllib.request.Request(
+                url + "/metadata/scheduledevents?api-version=2020-07-01",
+                data=body,
+                headers={"Metadata": "true"},
+            )
+            urllib.request.urlopen(request).read()
+
+        def test_first(imds_replay):
+            BASES.add(imds_replay.server.base_url)
+            imds_replay.start("user-reboot", virtual=True)
+            imds_replay.advance()
+            (event,) = get(imds_replay.url)["Events"]
+            approve(imds_replay.url, event["EventId"])
+            assert imds_replay.approvals == [event["EventId"]]
+
+        def test_second(imds_replay):
+            BASES.add(imds_replay.server.base_url)
+            assert len(BASES) == 1  # the same server
+            assert get(imds_replay.url) == {"DocumentIncarnation": 1, "Events": []}
+            assert imds_replay.approvals == [] and imds_replay.documents == [
+                {"DocumentIncarnation": 1, "Events": []}
+            ]
+            names = [s["name"] for s in imds_replay.server.client.sessions()]
+            assert imds_replay.name in names and "test-1" not in names  # the first is gone
+        """
+    )
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_an_unknown_server_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nimds_replay_server = pooled\n")
+    pytester.makepyfile("def test_x(imds_replay):\n    pass\n")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*imds_replay_server = 'pooled': use one of per-test, shared*"])

@@ -22,6 +22,9 @@ from typer.testing import CliRunner
 
 from replay.cli import app
 from replay.clock import SystemClock
+from replay.testing.plugin import Replay
+from replay.testing.report import RunReport
+from replay.testing.run import Ending, ReplaySpec, run_handler
 from replay.testing.sandbox import unavailable_reason
 from tests.conftest import ROOT, SHIPPED
 
@@ -209,6 +212,41 @@ def test_the_handler_gets_etags_and_rate_limits_like_any_client(
     by_status = ran.report["requests"]["by_status"]
     assert by_status["429"] >= 1 and by_status["304"] == 1
     assert ran.report["requests"]["peak_per_second"] >= 4
+
+
+# -- from Python ---------------------------------------------------------------------------------
+
+
+def test_the_fixture_runs_a_handler_and_returns_a_typed_report(
+    namespaces: None, imds_replay: Replay
+) -> None:
+    report = imds_replay.run(
+        [sys.executable, str(EXAMPLES / "menu_handler.py")],
+        "live-migration",
+        speed=60,
+        expect=["approve"],
+        input="1\n1\n1\n2\n",
+        stdout=subprocess.DEVNULL,
+    )
+    assert isinstance(report, RunReport) and report.ok
+    (event,) = report.events
+    assert event.approved_notice_left_s is not None and event.approved_notice_left_s > 60
+    assert (report.ended_by, report.exit_code) == ("exit", 0)
+    assert imds_replay.approvals == [event.event_id]  # the same session the control API shows
+
+
+def test_run_handler_needs_no_server_and_reports_what_was_missed(
+    namespaces: None, curl: str
+) -> None:
+    report = run_handler(
+        ["sh", "-c", NEVER_APPROVES],
+        ReplaySpec("spot-eviction", speed="600x"),
+        expect=["approve"],
+        ending=Ending(grace_s=0.2),
+        traces_dir=SHIPPED,
+    )
+    assert report.ended_by == "grace" and report.run_status == 3
+    assert report.expectations[0].why.endswith("was never approved")
 
 
 # -- stopping ------------------------------------------------------------------------------------

@@ -148,6 +148,7 @@ async def _serve_and_run(
     from aiohttp import web
 
     from replay.clock import SystemClock
+    from replay.core.speed import parse_speed
     from replay.playback.registry import DEFAULT, SessionRegistry
     from replay.server.app import make_app
     from replay.testing.run import run_in_namespace
@@ -175,8 +176,8 @@ async def _serve_and_run(
 
         def started() -> None:
             err.print(
-                f"replaying {trace.name} at {spec.speed:g}x as http://169.254.169.254 for "
-                f"{' '.join(command)} (page and control API: http://127.0.0.1:{bound}/)",
+                f"replaying {trace.name} at {parse_speed(spec.speed):g}x as "
+                f"http://169.254.169.254 for {' '.join(command)} (page and control API: http://127.0.0.1:{bound}/)",
                 highlight=False,
                 markup=False,
             )

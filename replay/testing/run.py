@@ -25,6 +25,7 @@ from aiohttp import web
 
 from replay.clock import Clock, SystemClock
 from replay.core.faults import FaultPlan
+from replay.core.speed import parse_speed
 from replay.errors import ReplayError
 from replay.playback.anchor import Start, State
 from replay.playback.registry import DEFAULT, SessionRegistry
@@ -166,7 +167,8 @@ class ReplaySpec:
     """What a run replays: a trace and the session options `serve` takes."""
 
     trace: str
-    speed: float = 60.0
+    speed: float | str = 60.0
+    """A factor, or as users write it: "60x", "dev", "200%"."""
     loop: bool = False
     resources: tuple[str, ...] | None = None
     start: Start = Start.first_request
@@ -177,7 +179,7 @@ class ReplaySpec:
     def create(self, registry: SessionRegistry, name: str = DEFAULT) -> Session:
         """Create (or replace) the session `name` playing this replay."""
         options = SessionOptions(
-            speed=self.speed,
+            speed=parse_speed(self.speed),
             loop=self.loop,
             resources=self.resources,
             start=self.start,
