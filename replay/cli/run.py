@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from replay.core.timeline import Trace
     from replay.testing.report import Expectation, RunReport
     from replay.testing.run import Ending, ReplaySpec
+    from replay.testing.sandbox import Sandbox
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -86,9 +87,8 @@ def run(
 
     from replay.core.faults import FaultPlan, load_playbook
     from replay.core.speed import parse_speed
-    from replay.store.dataset import load_trace
     from replay.testing.report import Expectation
-    from replay.testing.run import Ending, ReplaySpec, check_command
+    from replay.testing.sandbox import Sandbox, check_command
 
     expectations = [Expectation.parse(e) for e in expect or []]
     command = command or []
@@ -97,42 +97,57 @@ def run(
         raise ReplayError("--grace must be at least 0 and --timeout more than 0 seconds")
     if start is Start.virtual:
         raise ReplayError("--start virtual never ends by itself; use first-request or now")
+    if report is not None and not report.parent.is_dir():
+        raise ReplayError(f"--report {report}: folder {report.parent} does not exist")
+    factor = parse_speed(speed)
+    playbook = FaultPlan(load_playbook(faults), seed=fault_seed) if faults else None
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
-    t = load_trace(resolve_dir(traces_dir), trace)
-    names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
-    spec = ReplaySpec(
-        t.name,
-        speed=parse_speed(speed),
-        loop=loop,
-        resources=names,
-        start=start,
-        approval_delay_s=approval_delay,
-        recorded_approvals=recorded_approvals,
-        faults=FaultPlan(load_playbook(faults), seed=fault_seed) if faults else None,
-    )
-    result = asyncio.run(
-        _serve_and_run(
-            spec,
-            t,
-            command,
-            expectations,
-            Ending(grace_s=grace, timeout_s=timeout),
-            port=port,
-            rate_limit=rate_limit,
-            warm_up_s=warm_up,
-            traces_dir=resolve_dir(traces_dir),
+    # The namespace's helper starts first: its start-up overlaps the imports and the trace's.
+    sandbox = Sandbox.spawn(command)
+    try:
+        from replay.store.dataset import load_trace
+        from replay.testing.run import Ending, ReplaySpec
+
+        t = load_trace(resolve_dir(traces_dir), trace)
+        names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
+        spec = ReplaySpec(
+            t.name,
+            speed=factor,
+            loop=loop,
+            resources=names,
+            start=start,
+            approval_delay_s=approval_delay,
+            recorded_approvals=recorded_approvals,
+            faults=playbook,
         )
-    )
+        result = asyncio.run(
+            _serve_and_run(
+                spec,
+                t,
+                sandbox,
+                expectations,
+                Ending(grace_s=grace, timeout_s=timeout),
+                port=port,
+                rate_limit=rate_limit,
+                warm_up_s=warm_up,
+                traces_dir=resolve_dir(traces_dir),
+            )
+        )
+    finally:
+        sandbox.abandon()  # when it never ran (a missing trace, a busy port)
     print_report(result)
     if report is not None:
-        report.write_bytes(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        try:
+            report.write_bytes(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            raise ReplayError(f"cannot write the report to {report}: {exc.strerror}") from None
     raise typer.Exit(result.run_status)
 
 
 async def _serve_and_run(
     spec: ReplaySpec,
     trace: Trace,
-    command: list[str],
+    sandbox: Sandbox,
     expectations: list[Expectation],
     ending: Ending,
     *,
@@ -177,7 +192,7 @@ async def _serve_and_run(
         def started() -> None:
             err.print(
                 f"replaying {trace.name} at {parse_speed(spec.speed):g}x as "
-                f"http://169.254.169.254 for {' '.join(command)} (page and control API: http://127.0.0.1:{bound}/)",
+                f"http://169.254.169.254 for {' '.join(sandbox.command)} (page and control API: http://127.0.0.1:{bound}/)",
                 highlight=False,
                 markup=False,
             )
@@ -185,11 +200,12 @@ async def _serve_and_run(
         return await run_in_namespace(
             registry,
             DEFAULT,
-            command,
+            sandbox.command,
             expect=expectations,
             ending=ending,
             interrupted=interrupted,
             on_started=started,
+            sandbox=sandbox,
         )
     finally:
         await runner.cleanup()

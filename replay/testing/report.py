@@ -12,13 +12,15 @@ import signal
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.core.schedule import Schedule, build_schedule
 from replay.errors import ReplayError
 from replay.playback.rounds import round_event_id
 from replay.playback.session import Session
-from replay.server.vm import Observation
+
+if TYPE_CHECKING:  # the report is built from these; importing them would import aiohttp
+    from replay.server.vm import Observation
 
 EXPECTATIONS = ("approve", "no-errors", "recovered", "max-detection=S")
 """What --expect accepts."""

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import math
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -32,9 +31,8 @@ from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import Session, SessionOptions
 from replay.server.vm import Observation, make_vm_app
 from replay.store.dataset import default_traces_dir
-from replay.testing.netns import STOP_AFTER_S
 from replay.testing.report import Expectation, RunReport, build_report
-from replay.testing.sandbox import Sandbox, StdIO
+from replay.testing.sandbox import Sandbox, StdIO, check_command
 
 RECHECK_S = 0.25
 """How often the end of a replay is re-predicted (the control API can pause or re-time it)."""
@@ -63,56 +61,47 @@ async def run_in_namespace(
     stdout: StdIO = None,
     stderr: StdIO = None,
     on_started: Callable[[], None] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RunReport:
-    """Run CMD against session_name (which must exist) and report; on the server's loop."""
+    """Run CMD against session_name (which must exist) and report; on the server's loop.
+
+    sandbox: one spawned already for this command (its stdin, stdout, stderr are set then).
+    """
     check_command(command)
     if session_name not in registry.sessions:
         raise ReplayError(f"no session {session_name!r} to run against")
-    clock = registry.clock
+    if sandbox is None:
+        sandbox = Sandbox.spawn(command, stdin=stdin, stdout=stdout, stderr=stderr)
     observations: list[Observation] = []
     runner = web.AppRunner(
         make_vm_app(registry, session_name, observations.append),
         access_log=None,
         handle_signals=False,
     )
-    await runner.setup()
-    sandbox: Sandbox | None = None
     try:
-        sandbox, listener = await Sandbox.open(command, stdin=stdin, stdout=stdout, stderr=stderr)
-        await web.SockSite(runner, listener).start()
+        await runner.setup()
+        await web.SockSite(runner, await sandbox.ready()).start()
         await sandbox.start()
         if on_started is not None:
             on_started()
-        ended_by = await _until_the_end(sandbox, registry, session_name, clock, ending, interrupted)
-        if not sandbox.exited.done():
-            sandbox.terminate()
-            with contextlib.suppress(TimeoutError):  # the next step deals with it
-                await asyncio.wait_for(asyncio.shield(sandbox.exited), STOP_AFTER_S)
-        if not sandbox.exited.done():
-            sandbox.kill()
-        with contextlib.suppress(TimeoutError):  # the next step deals with it
-            await asyncio.wait_for(sandbox.wait_closed(), STOP_AFTER_S + 1)
-        status = sandbox.exited.result() if sandbox.exited.done() else None
+        ended_by = await _until_the_end(sandbox, registry, session_name, ending, interrupted)
+        status = await sandbox.stop()
     finally:
-        if sandbox is not None and not sandbox.closed.done():
-            sandbox.kill()
-            await asyncio.wait_for(sandbox.wait_closed(), CLOSE_WITHIN_S)
+        await sandbox.kill_all(CLOSE_WITHIN_S)  # whatever happened, nothing of CMD's outlives us
         await runner.cleanup()
     session = registry.sessions[session_name]
-    # No status: init died first and took CMD with it (SIGKILL).
-    exit_code = -9 if status is None else os.waitstatus_to_exitcode(status)
-    return build_report(session, observations, expect, exit_code=exit_code, ended_by=ended_by)
+    return build_report(session, observations, expect, exit_code=status, ended_by=ended_by)
 
 
 async def _until_the_end(
     sandbox: Sandbox,
     registry: SessionRegistry,
     name: str,
-    clock: Clock,
     ending: Ending,
     interrupted: asyncio.Event | None,
 ) -> str:
     """What ended the run: exit, grace, timeout or interrupt."""
+    clock = registry.clock
     waits: dict[asyncio.Future[Any], str] = {
         asyncio.ensure_future(asyncio.shield(sandbox.exited)): "exit",
         asyncio.ensure_future(_replay_over(registry, name, clock, ending.grace_s)): "grace",
@@ -152,14 +141,6 @@ def _at_end(session: Session) -> bool:
     if session.looping or session.state is State.waiting:
         return False
     return session.position() >= session.duration_s
-
-
-def check_command(command: Sequence[str]) -> None:
-    """A ReplayError unless command names a program that can be run."""
-    if not command:
-        raise ReplayError("no command to run: put it after `--`, e.g. -- python handler.py")
-    if shutil.which(command[0]) is None:
-        raise ReplayError(f"command {command[0]!r} not found (nor executable) on PATH")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,32 +33,39 @@ class NamespaceUnavailable(ReplayError):
     """This system cannot run CMD in the namespaces `run` needs; the message says what to do."""
 
 
+def check_command(command: Sequence[str]) -> None:
+    """A ReplayError unless command names a program that can be run."""
+    if not command:
+        raise ReplayError("no command to run: put it after `--`, e.g. -- python handler.py")
+    if shutil.which(command[0]) is None:
+        raise ReplayError(f"command {command[0]!r} not found (nor executable) on PATH")
+
+
 class Sandbox:
     """CMD in its own user, network and PID namespaces, 169.254.169.254:80 handed to us."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], ctl: socket.socket) -> None:
+    """CMD in its own user, network and PID namespaces, 169.254.169.254:80 handed to us."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], ctl: socket.socket, command: Sequence[str]
+    ) -> None:
         self.proc = proc
+        self.command = list(command)
         self._ctl = ctl
-        loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[socket.socket] = loop.create_future()
-        self._started: asyncio.Future[None] = loop.create_future()
-        self.exited: asyncio.Future[int | None] = loop.create_future()
-        """CMD's wait status; None when it never reported one (killed with its namespace)."""
-        self.closed: asyncio.Future[None] = loop.create_future()
-        """Every process of the namespace has ended."""
+        self._attached = False
         self.init_pid: int | None = None
-        loop.add_reader(ctl.fileno(), self._readable)
 
     @classmethod
-    async def open(
+    def spawn(
         cls,
         command: Sequence[str],
         *,
         stdin: StdIO = None,
         stdout: StdIO = None,
         stderr: StdIO = None,
-    ) -> tuple[Sandbox, socket.socket]:
-        """Set the namespace up; returns it and the listening socket CMD's requests reach."""
+    ) -> Sandbox:
+        """Start setting the namespace up; needs no event loop, so a run can call it first
+        thing and the helper's start-up overlaps run's own. `ready()` waits for it."""
         if not sys.platform.startswith("linux"):
             raise NamespaceUnavailable(
                 f"`run` needs Linux network namespaces (this is {sys.platform}); "
@@ -73,14 +81,37 @@ class Sandbox:
                 stdout=stdout,
                 stderr=stderr,
             )
-        sandbox = cls(proc, ours)
+        return cls(proc, ours, command)
+
+    def _attach(self) -> None:
+        """Futures and the reader on the running loop (once)."""
+        if self._attached:
+            return
+        self._attached = True
+        loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[socket.socket] = loop.create_future()
+        self._started: asyncio.Future[None] = loop.create_future()
+        self.exited: asyncio.Future[int | None] = loop.create_future()
+        """CMD's wait status; None when it never reported one (killed with its namespace)."""
+        self.closed: asyncio.Future[None] = loop.create_future()
+        """Every process of the namespace has ended."""
+        loop.add_reader(self._ctl.fileno(), self._readable)
+
+    async def ready(self) -> socket.socket:
+        """The listening socket CMD's requests reach, once the namespace is set up."""
+        self._attach()
         try:
-            listener = await asyncio.wait_for(sandbox._ready, READY_WITHIN_S)
+            return await asyncio.wait_for(asyncio.shield(self._ready), READY_WITHIN_S)
         except BaseException:
-            sandbox.kill()
-            await sandbox.wait_closed()
+            self.kill()
+            await self.wait_closed()
             raise
-        return sandbox, listener
+
+    def abandon(self) -> None:
+        """Give up on a sandbox never used (e.g. the trace was not found): the helper exits."""
+        if not self._attached:
+            self._ctl.close()  # the helper's wait for `go` ends: it exits, CMD never starts
+            self.proc.wait()
 
     async def start(self) -> None:
         """Start CMD (after the server accepts on the socket) and wait until it runs."""
@@ -132,6 +163,28 @@ class Sandbox:
         _settle(self.exited, None)
         _settle(self.closed, None)
 
+    async def stop(self) -> int:
+        """Stop CMD unless it has exited: SIGTERM to all of it, SIGKILL STOP_AFTER_S later;
+        wait until nothing of it is left. Returns CMD's exit code (-N: signal N)."""
+        if not self.exited.done():
+            self.terminate()
+            with contextlib.suppress(TimeoutError):  # SIGKILL below
+                await asyncio.wait_for(asyncio.shield(self.exited), netns.STOP_AFTER_S)
+        if not self.exited.done():
+            self.kill()
+        with contextlib.suppress(TimeoutError):  # what CMD left: init stops it, or kill_all
+            await asyncio.wait_for(self.wait_closed(), netns.STOP_AFTER_S + 1)
+        status = self.exited.result() if self.exited.done() else None
+        # No status: init died first and took CMD with it (SIGKILL).
+        return -signal.SIGKILL if status is None else os.waitstatus_to_exitcode(status)
+
+    async def kill_all(self, within_s: float) -> None:
+        """SIGKILL whatever is left of the namespace and wait until it is gone."""
+        self._attach()
+        if not self.closed.done():
+            self.kill()
+            await asyncio.wait_for(self.wait_closed(), within_s)
+
     def terminate(self) -> None:
         """SIGTERM to every process of CMD's (through the namespace's init)."""
         self._signal(signal.SIGTERM)
@@ -152,6 +205,7 @@ class Sandbox:
 
     async def wait_closed(self) -> None:
         """Until every process of the namespace has ended."""
+        self._attach()
         await asyncio.shield(self.closed)
 
 
