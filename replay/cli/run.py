@@ -27,7 +27,9 @@ def run(
     trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
     command: Annotated[
         list[str] | None,
-        typer.Argument(help="The handler and its arguments, after --", show_default=False),
+        typer.Argument(
+            help="The handler and its arguments, after --", show_default=False, metavar="CMD"
+        ),
     ] = None,
     speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
     loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
