@@ -12,12 +12,14 @@ from replay.clock import FakeClock
 from replay.playback.anchor import Start
 from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import SessionOptions
-from replay.server.vm import Observation, make_vm_app
+from replay.server.vm import Observation, Shown, make_vm_app
 from replay.testing.report import (
+    ROUNDS_KEPT,
     EventOutcome,
     Expectation,
     Requests,
     RunReport,
+    Tally,
     build_report,
     judge,
     summarize_requests,
@@ -57,7 +59,8 @@ async def approve(vm: Any, event_id: str) -> int:
 
 def report(registry: SessionRegistry, seen: list[Observation], *expect: str) -> RunReport:
     expectations = [Expectation.parse(e) for e in expect]
-    return build_report(registry.sessions["vm-a"], seen, expectations, exit_code=0, ended_by="exit")
+    session = registry.sessions["vm-a"]
+    return build_report(session, Tally.of(seen), expectations, exit_code=0, ended_by="exit")
 
 
 async def test_requests_reach_the_pinned_session_and_nothing_else(
@@ -192,3 +195,28 @@ def test_unknown_expectations_name_the_known_ones() -> None:
     with pytest.raises(Exception, match=r"unknown expectation 'fast'; use one of: approve, "):
         Expectation.parse("fast")
     assert Expectation.parse("max-detection=2.5").max_detection_s == 2.5
+
+
+def test_a_tally_keeps_the_newest_rounds_only() -> None:
+    tally = Tally()
+    path = "/metadata/scheduledevents"
+    for rnd in range(ROUNDS_KEPT + 44):
+        shown = (Shown(rnd, "E1", "Scheduled"),)
+        tally(Observation(float(rnd), rnd * 10.0, "GET", path, 200, None, True, False, shown))
+    rounds = sorted({rnd for rnd, _ in tally.first_shown})
+    assert len(rounds) == ROUNDS_KEPT and rounds[-1] == ROUNDS_KEPT + 43
+    assert tally.requests.total == ROUNDS_KEPT + 44  # counts are all there
+
+
+async def test_an_event_still_listed_when_the_run_ends_is_not_recovered(
+    vm: Any, registry: SessionRegistry, clock: FakeClock, seen: list[Observation]
+) -> None:
+    clock.advance(1)
+    (event,) = await events_of(vm)
+    (outcome,) = report(registry, seen).events
+    assert outcome.recovered is False
+    (result,) = report(registry, seen, "recovered").expectations
+    assert (
+        result.why
+        == f"Freeze {event['EventId']}: CMD fetched no document without it after it ended"
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import signal
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from replay.playback.rounds import round_event_id
 from replay.playback.session import Session
 
 if TYPE_CHECKING:  # the report is built from these; importing them would import aiohttp
-    from replay.server.vm import Observation
+    from replay.server.vm import Approving, Observation
 
 EXPECTATIONS = ("approve", "no-errors", "recovered", "max-detection=S")
 """What --expect accepts."""
@@ -142,24 +142,74 @@ class RunReport:
         return {"signal": self.signal, "ok": self.ok, **asdict(self)}
 
 
+ROUNDS_KEPT = 256
+"""Loop rounds a tally remembers events of (the newest): a run left looping for days keeps
+the same size."""
+
+
+class Tally:
+    """What a report needs from CMD's requests, kept as they come: the observer of a run.
+
+    Memory stays bounded however long a run loops: counts, the last second of request times,
+    the first sighting and first approval of each event (of the newest ROUNDS_KEPT rounds), and
+    the last document fetched (an ended event never comes back, so that one tells whether CMD
+    saw it end).
+    """
+
+    def __init__(self) -> None:
+        self.requests = Requests()
+        self._statuses: Counter[str] = Counter()
+        self._versions: Counter[str] = Counter()
+        self._last_second: deque[float] = deque()
+        self.first_shown: dict[tuple[int, str], float] = {}
+        """(round, trace EventId) -> position (trace seconds) of the first answer listing it."""
+        self.first_approval: dict[tuple[int, str], Approving] = {}
+        self.last_document: tuple[float, frozenset[tuple[int, str]]] | None = None
+        """(position, the events listed) of the latest Scheduled Events document fetched."""
+        self.newest_round = 0
+
+    @classmethod
+    def of(cls, observations: Iterable[Observation]) -> Tally:
+        tally = cls()
+        for observation in observations:
+            tally(observation)
+        return tally
+
+    def __call__(self, o: Observation) -> None:
+        r = self.requests
+        r.total += 1
+        self._statuses[str(o.status)] += 1
+        r.by_status = dict(sorted(self._statuses.items()))
+        if o.api_version is not None:
+            self._versions[o.api_version] += 1
+            r.api_versions = dict(sorted(self._versions.items()))
+        r.missing_metadata += not o.metadata
+        r.forwarded_for += o.forwarded_for
+        window = self._last_second
+        window.append(o.at)
+        while o.at - window[0] >= 1.0:
+            window.popleft()
+        r.peak_per_second = max(r.peak_per_second, len(window))
+        listed = frozenset((s.round, s.event_id) for s in o.shown)
+        for key in listed:
+            self.first_shown.setdefault(key, o.position_s)
+        for a in o.approving:
+            if a.status is not None:
+                self.first_approval.setdefault((a.round, a.event_id), a)
+        if o.method == "GET" and o.status == 200 and o.path.endswith("/scheduledevents"):
+            self.last_document = (o.position_s, listed)
+        rounds = [key[0] for key in listed] + [a.round for a in o.approving]
+        if rounds and max(rounds) > self.newest_round:
+            self.newest_round = max(rounds)
+            oldest = self.newest_round - ROUNDS_KEPT
+            for book in (self.first_shown, self.first_approval):
+                for key in [k for k in book if k[0] <= oldest]:
+                    del book[key]
+
+
 def summarize_requests(observations: Sequence[Observation]) -> Requests:
     """Counts by status, peak per second, api-versions, header mistakes."""
-    times = sorted(o.at for o in observations)
-    peak, first = 0, 0
-    for last, t in enumerate(times):
-        while t - times[first] >= 1.0:
-            first += 1
-        peak = max(peak, last - first + 1)
-    statuses = Counter(str(o.status) for o in observations)
-    versions = Counter(o.api_version for o in observations if o.api_version is not None)
-    return Requests(
-        total=len(observations),
-        by_status=dict(sorted(statuses.items())),
-        peak_per_second=peak,
-        api_versions=dict(sorted(versions.items())),
-        missing_metadata=sum(not o.metadata for o in observations),
-        forwarded_for=sum(o.forwarded_for for o in observations),
-    )
+    return Tally.of(observations).requests
 
 
 @dataclass(frozen=True)
@@ -201,14 +251,15 @@ def _round_schedule(session: Session, rnd: int) -> Schedule:
     return build_schedule(session.trace, (), delay_s=options.approval_delay_s)
 
 
-def event_outcomes(session: Session, observations: Sequence[Observation]) -> list[EventOutcome]:
-    """One entry per event of the trace, per loop round the run reached."""
+def event_outcomes(session: Session, tally: Tally) -> list[EventOutcome]:
+    """One entry per event of the trace, per loop round the run reached (the newest
+    ROUNDS_KEPT)."""
     duration = session.duration_s
     end = session.position()
     last_round = session.split(end)[0] if session.looping else 0
     vm = session.identity.name
     outcomes = []
-    for rnd in range(last_round + 1):
+    for rnd in range(max(last_round - ROUNDS_KEPT + 1, 0), last_round + 1):
         base = rnd * duration
         spans = _spans(_round_schedule(session, rnd))
         for original in session.trace.event_ids:
@@ -218,27 +269,24 @@ def event_outcomes(session: Session, observations: Sequence[Observation]) -> lis
             appeared = end >= base + span.appear_s
             if rnd and not appeared:
                 continue  # a later round not reached yet: nothing to say
-            listed = [o for o in observations if any(_is(s, rnd, original) for s in o.shown)]
-            detected = listed[0].position_s - base - span.appear_s if listed else None
-            approval = next(
-                (a for o in observations for a in o.approving if _is(a, rnd, original)), None
-            )
+            key = (rnd, original)
+            shown = tally.first_shown.get(key)
+            detected = None if shown is None else round(max(shown - base - span.appear_s, 0), 3)
+            approval = tally.first_approval.get(key)
             ended = None if span.gone_s is None else base + span.gone_s
-            recovered = ended is not None and any(
-                o.position_s >= ended and not any(_is(s, rnd, original) for s in o.shown)
-                for o in observations
-                if o.method == "GET" and o.status == 200 and o.path.endswith("/scheduledevents")
+            last = tally.last_document
+            recovered = (
+                ended is not None and last is not None and last[0] >= ended and key not in last[1]
             )
+            left = None if approval is None else approval.notice_left_s
             resources = session.options.resources or span.event.get("Resources", [])
             outcomes.append(
                 EventOutcome(
                     event_id=round_event_id(session.trace.name, rnd, original) if rnd else original,
                     event_type=str(span.event["EventType"]),
                     round=rnd,
-                    detected_after_s=None if detected is None else round(max(detected, 0.0), 3),
-                    approved_notice_left_s=None
-                    if approval is None or approval.notice_left_s is None
-                    else round(approval.notice_left_s, 3),
+                    detected_after_s=detected,
+                    approved_notice_left_s=None if left is None else round(left, 3),
                     approved_while=None if approval is None else approval.status,
                     recovered=recovered,
                     appeared=appeared,
@@ -247,10 +295,6 @@ def event_outcomes(session: Session, observations: Sequence[Observation]) -> lis
                 )
             )
     return outcomes
-
-
-def _is(item: Any, rnd: int, original: str) -> bool:
-    return bool(item.round == rnd and item.event_id == original)
 
 
 def judge(
@@ -307,15 +351,15 @@ def _judge(expectation: Expectation, requests: Requests, events: Sequence[EventO
 
 def build_report(
     session: Session,
-    observations: Sequence[Observation],
+    tally: Tally,
     expectations: Sequence[Expectation],
     *,
     exit_code: int | None,
     ended_by: str,
 ) -> RunReport:
     """The report of a run that has ended."""
-    requests = summarize_requests(observations)
-    events = event_outcomes(session, observations)
+    requests = tally.requests
+    events = event_outcomes(session, tally)
     return RunReport(
         exit_code=exit_code,
         ended_by=ended_by,

@@ -29,9 +29,9 @@ from replay.errors import ReplayError
 from replay.playback.anchor import Start, State
 from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import Session, SessionOptions
-from replay.server.vm import Observation, make_vm_app
+from replay.server.vm import make_vm_app
 from replay.store.dataset import default_traces_dir
-from replay.testing.report import Expectation, RunReport, build_report
+from replay.testing.report import Expectation, RunReport, Tally, build_report
 from replay.testing.sandbox import Sandbox, StdIO, check_command
 
 RECHECK_S = 0.25
@@ -72,9 +72,9 @@ async def run_in_namespace(
         raise ReplayError(f"no session {session_name!r} to run against")
     if sandbox is None:
         sandbox = Sandbox.spawn(command, stdin=stdin, stdout=stdout, stderr=stderr)
-    observations: list[Observation] = []
+    tally = Tally()
     runner = web.AppRunner(
-        make_vm_app(registry, session_name, observations.append),
+        make_vm_app(registry, session_name, tally),
         access_log=None,
         handle_signals=False,
     )
@@ -90,7 +90,7 @@ async def run_in_namespace(
         await sandbox.kill_all(CLOSE_WITHIN_S)  # whatever happened, nothing of CMD's outlives us
         await runner.cleanup()
     session = registry.sessions[session_name]
-    return build_report(session, observations, expect, exit_code=status, ended_by=ended_by)
+    return build_report(session, tally, expect, exit_code=status, ended_by=ended_by)
 
 
 async def _until_the_end(
