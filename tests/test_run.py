@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -341,6 +342,27 @@ def test_without_namespaces_run_says_why_in_one_line_and_exits_2(tmp_path: Path)
     (line,) = proc.stderr.splitlines()
     assert line.startswith("error: cannot create a user and network namespace")
     assert "sysctl" in line and "imds-replay serve" in line
+
+
+def test_a_busy_port_or_a_missing_trace_is_one_line_and_exit_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for args, message in (
+            (["--trace", "terminate", "--port", port], f"cannot listen on 127.0.0.1:{port}"),
+            (["--trace", "terminat", "--port", "0"], "trace 'terminat' not found"),
+        ):
+            proc = subprocess.run(
+                [*RUN[:4], *args, "--traces-dir", str(SHIPPED), "--", "true"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=ENV,
+            )
+            assert proc.returncode == 2
+            (line,) = proc.stderr.splitlines()  # and nothing from the namespace's helper
+            assert line.startswith("error: ") and message in line
 
 
 @pytest.mark.parametrize(

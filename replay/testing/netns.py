@@ -196,7 +196,11 @@ def main(argv: Sequence[str]) -> int:
         return 2
     socket.send_fds(ctl, [b"ready"], [listener.fileno()])
     listener.close()
-    if ctl.recv(16) != b"go":
+    try:
+        go = ctl.recv(16)
+    except OSError:  # run closed its end without reading `ready`
+        go = b""
+    if go != b"go":
         return 1  # run gave up before CMD started
     pid = os.fork()
     if pid == 0:
