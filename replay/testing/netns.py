@@ -15,10 +15,12 @@ standard library so it starts in milliseconds. It
    `exited STATUS`.
 
 When CMD exits, init sends SIGTERM to whatever CMD left behind and exits at the latest
-STOP_AFTER_S later; SIGTERM to init (from run) goes to every process in the namespace. When
-init exits or is killed, the kernel kills every process left in the PID namespace, and
-nothing keeps the network namespace but the socket run holds. Both this process and init die
-with their parent (PR_SET_PDEATHSIG), so killing run cannot leave CMD behind either.
+STOP_AFTER_S later. Run signals only this process, its child, whose pid cannot be reused
+while it lives: SIGTERM is forwarded to init, which sends it to every process of the
+namespace; SIGKILL kills this process, and init with it (PR_SET_PDEATHSIG). When init exits
+or is killed, the kernel kills every process left in the PID namespace, and nothing keeps the
+network namespace but the socket run holds. Both this process and init die with their parent,
+so killing run cannot leave CMD behind either.
 
 Messages on FD (SOCK_SEQPACKET, one datagram each): `ready` (with the listening socket) or
 `error TEXT` from here; `go` from run; `init PID`; then from init `started` (or `error TEXT`)
@@ -205,7 +207,15 @@ def main(argv: Sequence[str]) -> int:
     pid = os.fork()
     if pid == 0:
         _init(ctl, command)
+
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(pid, signum)  # init cannot be gone yet: it is reaped only below
+
+    signal.signal(signal.SIGTERM, forward)  # run's SIGTERM, for every process of CMD's
     _send(ctl, f"init {pid}")
+    # Wait without reaping, so that init's pid stays init's until nothing forwards to it.
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.waitpid(pid, 0)
     return 0
 

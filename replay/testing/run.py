@@ -15,7 +15,7 @@ import math
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,27 +212,21 @@ def run_handler(
     return asyncio.run(main())
 
 
-class stdin_of:
+@contextlib.contextmanager
+def stdin_of(data: bytes | str | None) -> Iterator[int]:
     """CMD's stdin for `input`: a pipe fed by a thread, or /dev/null when there is none."""
+    if data is None:
+        yield subprocess.DEVNULL
+        return
+    payload = data.encode() if isinstance(data, str) else data
+    read, write = os.pipe()
 
-    def __init__(self, data: bytes | str | None) -> None:
-        self.data = data.encode() if isinstance(data, str) else data
-        self._fds: tuple[int, int] | None = None
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(write, "wb") as pipe:
+            pipe.write(payload)
 
-    def __enter__(self) -> int:
-        if self.data is None:
-            return subprocess.DEVNULL
-        read, write = os.pipe()
-        self._fds = (read, write)
-        data = self.data
-
-        def feed() -> None:
-            with contextlib.suppress(BrokenPipeError), open(write, "wb") as pipe:
-                pipe.write(data)
-
-        threading.Thread(target=feed, name="imds-replay-stdin", daemon=True).start()
-        return read
-
-    def __exit__(self, *_: Any) -> None:
-        if self._fds is not None:
-            os.close(self._fds[0])
+    threading.Thread(target=feed, name="imds-replay-stdin", daemon=True).start()
+    try:
+        yield read
+    finally:
+        os.close(read)

@@ -2,8 +2,8 @@
 
 The helper is a separate, fresh Python process (the kernel lets only a single-threaded process
 enter a new user namespace). It hands back the socket that 169.254.169.254:80 is inside the
-namespace, starts CMD on `go`, and reports CMD's start and exit; `terminate` and `kill` act on
-the namespace's init, and through it on every process of CMD's.
+namespace, starts CMD on `go`, and reports CMD's start and exit; `terminate` and `kill` reach
+every process of CMD's through it and the namespace's init.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ def check_command(command: Sequence[str]) -> None:
 class Sandbox:
     """CMD in its own user, network and PID namespaces, 169.254.169.254:80 handed to us."""
 
-    """CMD in its own user, network and PID namespaces, 169.254.169.254:80 handed to us."""
-
     def __init__(
         self, proc: subprocess.Popen[bytes], ctl: socket.socket, command: Sequence[str]
     ) -> None:
@@ -54,6 +52,7 @@ class Sandbox:
         self._ctl = ctl
         self._attached = False
         self.init_pid: int | None = None
+        """init's pid (in run's PID namespace), for the curious: run never signals it."""
 
     @classmethod
     def spawn(
@@ -186,22 +185,15 @@ class Sandbox:
             await asyncio.wait_for(self.wait_closed(), within_s)
 
     def terminate(self) -> None:
-        """SIGTERM to every process of CMD's (through the namespace's init)."""
-        self._signal(signal.SIGTERM)
+        """SIGTERM to every process of CMD's (the helper forwards it to the namespace's init)."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL the namespace's init: the kernel kills every process left in it."""
-        self._signal(signal.SIGKILL)
+        """SIGKILL the helper: init dies with it, and the kernel kills every process left in
+        the namespace. (Only our own child is signalled: its pid cannot have been reused.)"""
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
-
-    def _signal(self, signum: int) -> None:
-        if self.init_pid is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signum)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.init_pid, signum)
 
     async def wait_closed(self) -> None:
         """Until every process of the namespace has ended."""
