@@ -10,8 +10,11 @@ main app does not carry this middleware, so its poll path pays nothing for it.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -74,7 +77,12 @@ Observer = Callable[[Observation], None]
 
 
 def pin(session_name: str, observer: Observer | None) -> Middleware:
-    """Middleware: every request is for session_name; the observer sees each answer."""
+    """Middleware: every request is for session_name; the observer sees each answer.
+
+    The observer is called soon after the answer is sent, not before: what it reads from a
+    document is parsed off the answer's path (and once per distinct document).
+    """
+    parsed: dict[str, Any] = {"body": None, "shown": ()}
 
     @web.middleware
     async def vm(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -83,7 +91,8 @@ def pin(session_name: str, observer: Observer | None) -> Middleware:
             return await handler(request)
         registry = request.app[REGISTRY]
         session = registry.sessions.get(session_name)
-        before = _before_approval(session) if request.method == "POST" else None
+        post = request.method == "POST"
+        before = _before_approval(session) if post else None
         status = 0
         response: web.StreamResponse | None = None
         try:
@@ -93,9 +102,38 @@ def pin(session_name: str, observer: Observer | None) -> Middleware:
         finally:
             session = registry.sessions.get(session_name)
             if session is not None:
-                observer(await _observe(request, session, status, response, before))
+                headers = request.headers
+                seen = Observation(
+                    at=session.clock.now(),
+                    position_s=session.position(),
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    api_version=request.query.get("api-version"),
+                    metadata=headers.get(imds.METADATA, "").lower() == "true",
+                    forwarded_for=imds.X_FORWARDED_FOR in headers,
+                )
+                events = status == 200 and request.path.endswith("/scheduledevents")
+                body = response.body if isinstance(response, web.Response) else None
+                if events and post and before is not None and before[0] is session:
+                    approving = _approving(session, await request.read(), before)
+                    observer(dataclasses.replace(seen, approving=approving))
+                elif events and not post and isinstance(body, bytes):
+                    loop = asyncio.get_running_loop()
+                    loop.call_soon(_deliver, observer, seen, session, body, parsed)
+                else:
+                    observer(seen)
 
     return vm
+
+
+def _deliver(
+    observer: Observer, seen: Observation, session: Session, body: bytes, parsed: dict[str, Any]
+) -> None:
+    """The observer's call for a document answered (after the answer went out)."""
+    if body is not parsed["body"]:  # a polled document repeats the same bytes object
+        parsed["body"], parsed["shown"] = body, _shown(session, body)
+    observer(dataclasses.replace(seen, shown=parsed["shown"]))
 
 
 _Before = tuple[Session, int, float, Schedule]
@@ -107,36 +145,6 @@ def _before_approval(session: Session | None) -> _Before | None:
         return None
     rnd, offset = session.split(session.position())
     return session, rnd, offset, session.schedule(rnd)
-
-
-async def _observe(
-    request: web.Request,
-    session: Session,
-    status: int,
-    response: web.StreamResponse | None,
-    before: _Before | None,
-) -> Observation:
-    headers = request.headers
-    shown: tuple[Shown, ...] = ()
-    approving: tuple[Approving, ...] = ()
-    scheduled_events = request.path.endswith("/scheduledevents")
-    if scheduled_events and status == 200 and isinstance(response, web.Response):
-        if request.method == "GET" and isinstance(response.body, bytes):
-            shown = _shown(session, response.body)
-        elif request.method == "POST" and before is not None and before[0] is session:
-            approving = _approving(session, await request.read(), before)
-    return Observation(
-        at=session.clock.now(),
-        position_s=session.position(),
-        method=request.method,
-        path=request.path,
-        status=status,
-        api_version=request.query.get("api-version"),
-        metadata=headers.get(imds.METADATA, "").lower() == "true",
-        forwarded_for=imds.X_FORWARDED_FOR in headers,
-        shown=shown,
-        approving=approving,
-    )
 
 
 def _shown(session: Session, body: bytes) -> tuple[Shown, ...]:

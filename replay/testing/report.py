@@ -157,8 +157,11 @@ class Tally:
     """
 
     def __init__(self) -> None:
-        self.requests = Requests()
-        self._statuses: Counter[str] = Counter()
+        self.total = 0
+        self.peak_per_second = 0
+        self.missing_metadata = 0
+        self.forwarded_for = 0
+        self._statuses: Counter[int] = Counter()
         self._versions: Counter[str] = Counter()
         self._last_second: deque[float] = deque()
         self.first_shown: dict[tuple[int, str], float] = {}
@@ -175,31 +178,46 @@ class Tally:
             tally(observation)
         return tally
 
+    @property
+    def requests(self) -> Requests:
+        """The requests so far, summed up."""
+        return Requests(
+            total=self.total,
+            by_status={str(s): n for s, n in sorted(self._statuses.items())},
+            peak_per_second=self.peak_per_second,
+            api_versions=dict(sorted(self._versions.items())),
+            missing_metadata=self.missing_metadata,
+            forwarded_for=self.forwarded_for,
+        )
+
     def __call__(self, o: Observation) -> None:
-        r = self.requests
-        r.total += 1
-        self._statuses[str(o.status)] += 1
-        r.by_status = dict(sorted(self._statuses.items()))
+        self.total += 1
+        self._statuses[o.status] += 1
         if o.api_version is not None:
             self._versions[o.api_version] += 1
-            r.api_versions = dict(sorted(self._versions.items()))
-        r.missing_metadata += not o.metadata
-        r.forwarded_for += o.forwarded_for
+        self.missing_metadata += not o.metadata
+        self.forwarded_for += o.forwarded_for
         window = self._last_second
         window.append(o.at)
         while o.at - window[0] >= 1.0:
             window.popleft()
-        r.peak_per_second = max(r.peak_per_second, len(window))
+        self.peak_per_second = max(self.peak_per_second, len(window))
+        if o.shown or o.approving:
+            self._events(o)
+        elif o.method == "GET" and o.status == 200 and o.path.endswith("/scheduledevents"):
+            self.last_document = (o.position_s, frozenset())
+
+    def _events(self, o: Observation) -> None:
         listed = frozenset((s.round, s.event_id) for s in o.shown)
         for key in listed:
             self.first_shown.setdefault(key, o.position_s)
         for a in o.approving:
             if a.status is not None:
                 self.first_approval.setdefault((a.round, a.event_id), a)
-        if o.method == "GET" and o.status == 200 and o.path.endswith("/scheduledevents"):
+        if o.shown:
             self.last_document = (o.position_s, listed)
         rounds = [key[0] for key in listed] + [a.round for a in o.approving]
-        if rounds and max(rounds) > self.newest_round:
+        if max(rounds) > self.newest_round:
             self.newest_round = max(rounds)
             oldest = self.newest_round - ROUNDS_KEPT
             for book in (self.first_shown, self.first_approval):
