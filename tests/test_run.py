@@ -330,7 +330,7 @@ def test_without_namespaces_run_says_why_in_one_line_and_exits_2(tmp_path: Path)
     if shutil.which("unshare") is None or unavailable_reason() is not None:
         pytest.skip("needs unshare(1) and user namespaces to take them away")
     command = " ".join([*RUN, "--trace", "terminate", "--", "true"])
-    limit = f"echo 0 > /proc/sys/user/max_user_namespaces && exec {command}"
+    limit = f"echo 0 > /proc/sys/user/max_user_namespaces || exit 77; exec {command}"
     proc = subprocess.run(
         ["unshare", "--user", "--map-root-user", "sh", "-c", limit],
         capture_output=True,
@@ -338,6 +338,8 @@ def test_without_namespaces_run_says_why_in_one_line_and_exits_2(tmp_path: Path)
         timeout=30,
         env=ENV,
     )
+    if proc.returncode == 77:
+        pytest.skip("this system does not let a user namespace limit its own namespaces")
     assert proc.returncode == 2
     (line,) = proc.stderr.splitlines()
     assert line.startswith("error: cannot create a user and network namespace")
