@@ -22,7 +22,6 @@ from replay.testing.report import (
     Tally,
     build_report,
     judge,
-    summarize_requests,
 )
 
 URL = "/metadata/scheduledevents?api-version=2020-07-01"
@@ -143,7 +142,7 @@ def observation(at: float) -> Observation:
     ],
 )
 def test_peak_per_second_is_the_most_in_any_one_second(times: list[float], peak: int) -> None:
-    assert summarize_requests([observation(t) for t in times]).peak_per_second == peak
+    assert Tally.of([observation(t) for t in times]).requests.peak_per_second == peak
 
 
 def outcome(**changes: Any) -> EventOutcome:

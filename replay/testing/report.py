@@ -225,11 +225,6 @@ class Tally:
                     del book[key]
 
 
-def summarize_requests(observations: Sequence[Observation]) -> Requests:
-    """Counts by status, peak per second, api-versions, header mistakes."""
-    return Tally.of(observations).requests
-
-
 @dataclass(frozen=True)
 class _Span:
     """Where an event is in one round's schedule (offsets in the round)."""
