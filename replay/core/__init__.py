@@ -3,6 +3,7 @@
 - `timeline`: a trace as IMDS documents at offsets; the rules a trace must keep.
 - `schedule`: approvals reshape a trace's future into a round's transitions.
 - `imds`: the wire format per api-version (rendering, error bodies, versions).
+- `instance`: who the VM is (/metadata/instance): InstanceIdentity, sub-paths, format=text.
 - `reference`: the shipped reference scenarios (scenarios.json) as traces.
 - `faults`: fault playbooks and the per-client rate limiter, as data and pure draws.
 - `speed`: speed factors as users write them.

@@ -9,6 +9,8 @@
 - `app`: make_app, the one route list, and what is made and closed with the app.
 - `linklocal`: serving at 169.254.169.254 itself (`serve --link-local`): the probe for a real
   IMDS, and the address on the loopback interface (rtnetlink, standard library only).
+- `vm`: the IMDS one VM sees (`imds-replay run`): one session's routes on a socket of its
+  own, each request and answer observed for the run's report.
 
 May import: everything below it (replay.playback, replay.store, replay.core, errors, clock).
 """

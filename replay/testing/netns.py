@@ -1,12 +1,12 @@
 """A command in its own user, network and PID namespaces, where 169.254.169.254:80 is the replay.
 
-`imds-replay run` starts this file as a program (`python -I -S netns.py FD -- CMD ...`): a
-fresh single-threaded process, as unshare(CLONE_NEWUSER) requires, that imports only the
-standard library so it starts in milliseconds. It
+`imds-replay run` starts `main` as a program (replay.testing.sandbox.HELPER, then FD -- CMD
+...): a fresh single-threaded process, as unshare(CLONE_NEWUSER) requires, that imports
+little beyond the standard library so it starts in tens of milliseconds. It
 
 1. enters new user, network, PID and mount namespaces (the user namespace maps the caller's
    own uid and gid, so CMD is who it was outside), brings loopback up and puts
-   169.254.169.254/32 on it;
+   169.254.169.254/32 on it (replay.server.linklocal, as `serve --link-local` does);
 2. listens on 169.254.169.254:80 there and hands that socket to `run` over the control socket
    FD (SCM_RIGHTS): the replay server, outside, accepts CMD's connections itself, so nothing
    relays them and every IMDS rule applies to them as to any client;
@@ -31,25 +31,23 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-IMDS_ADDRESS = "169.254.169.254"
-IMDS_PORT = 80
+from replay.errors import ReplayError
+from replay.server import linklocal
+
+IMDS_ADDRESS, IMDS_PORT = linklocal.ADDRESS, linklocal.PORT
 STOP_AFTER_S = 3
 """Seconds between SIGTERM and SIGKILL."""
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 PR_SET_PDEATHSIG = 1
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 0x40000
-SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFADDR, SIOCSIFNETMASK = 0x8913, 0x8914, 0x8916, 0x891C
-IFF_UP = 1
 HOW_TO = (
     "run imds-replay as root, allow user namespaces (sysctl -w kernel.unprivileged_userns_clone=1 "
     "or user.max_user_namespaces=10000; on Ubuntu also "
@@ -96,21 +94,6 @@ def enter_namespaces() -> None:
                 f.write(text)
     except OSError as exc:
         raise Unavailable(f"cannot map the user into its namespace ({exc.strerror})") from None
-
-
-def _ifreq(name: bytes, payload: bytes) -> bytes:
-    return struct.pack("16s24s", name, payload)
-
-
-def configure_loopback() -> None:
-    """Loopback up, with 169.254.169.254/32 on it (the ioctls `ifconfig lo:imds` uses)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        current = fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq(b"lo", b""))
-        flags = struct.unpack_from("H", current, 16)[0]
-        fcntl.ioctl(s, SIOCSIFFLAGS, _ifreq(b"lo", struct.pack("H", flags | IFF_UP)))
-        for request, address in ((SIOCSIFADDR, IMDS_ADDRESS), (SIOCSIFNETMASK, "255.255.255.255")):
-            sockaddr = struct.pack("H2s4s", socket.AF_INET, b"", socket.inet_aton(address))
-            fcntl.ioctl(s, request, _ifreq(b"lo:imds", sockaddr))
 
 
 def listen() -> socket.socket:
@@ -188,12 +171,12 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, _ignore)
     try:
         enter_namespaces()
-        configure_loopback()
+        linklocal.add_to_loopback(IMDS_ADDRESS)  # a fresh namespace: lo is down and bare
         listener = listen()
     except Unavailable as exc:
         _send(ctl, f"error {exc}; {HOW_TO}")
         return 2
-    except OSError as exc:
+    except (OSError, ReplayError) as exc:
         _send(ctl, f"error cannot set up 169.254.169.254 in the namespace ({exc}); {HOW_TO}")
         return 2
     socket.send_fds(ctl, [b"ready"], [listener.fileno()])
@@ -218,7 +201,3 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.waitpid(pid, 0)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -23,7 +23,15 @@ from typing import IO, Any
 from replay.errors import ReplayError
 from replay.testing import netns
 
-HELPER = Path(netns.__file__)
+_ROOT = str(Path(netns.__file__).resolve().parents[2])
+HELPER = (
+    sys.executable,
+    "-I",  # no user site, PYTHON* variables or current folder: only this imds-replay
+    "-c",
+    f"import sys; sys.path.insert(0, {_ROOT!r}); from replay.testing.netns import main; "
+    "sys.exit(main(sys.argv[1:]))",
+)
+"""The namespace helper's command line, importing the replay package this one is."""
 READY_WITHIN_S = 10.0
 StdIO = int | IO[Any] | None
 """What subprocess accepts for stdin, stdout and stderr (None: run's own)."""
@@ -74,7 +82,7 @@ class Sandbox:
         ours.setblocking(False)
         with theirs:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno()), "--", *command],
+                [*HELPER, str(theirs.fileno()), "--", *command],
                 pass_fds=(theirs.fileno(),),
                 stdin=stdin,
                 stdout=stdout,
@@ -208,7 +216,7 @@ def unavailable_reason(within_s: float = READY_WITHIN_S) -> str | None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno()), "--", "true"],
+            [*HELPER, str(theirs.fileno()), "--", "true"],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )
