@@ -123,15 +123,31 @@ def test_an_approval_in_the_second_fault_domain_lands_on_its_own_axis() -> None:
     assert approved.state_of(fd1, scheduled_at).status == "Started"  # type: ignore[union-attr]
 
 
+def test_an_approval_at_the_change_that_showed_it_keeps_what_was_served_there() -> None:
+    rollout = plan_rollout("web", simple_trace(), SIX, "fault-domain", gap_s=120)
+    fd0 = rollout.waves[0].trace.event_ids[0]
+    zero = ("web-0", "web-1", "web-2")
+    head = shown(rollout.schedule([(10.0, fd0, 0)]))[:4]
+    assert head == [
+        (0.0, 1, []),
+        (10.0, 2, [(fd0, "Scheduled", zero)]),  # served before the approval
+        (10.0, 3, [(fd0, "Started", zero)]),  # what is current from the approval on
+        (100.0, 4, []),
+    ]
+
+
 def waves_in_order(rollout: Rollout, schedule: Schedule) -> None:
     """Each wave's events appear only gap_s after the wave before has none left."""
-    present: list[list[float]] = [[] for _ in rollout.waves]
-    for t in schedule.transitions:
+    present: list[list[int]] = [[] for _ in rollout.waves]
+    for index, t in enumerate(schedule.transitions):
         for s in t.events:
-            present[rollout.wave_of(s.event_id) or 0].append(t.offset_s)
-    gone = [next(t.offset_s for t in schedule.transitions if t.offset_s > max(p)) for p in present]
+            present[rollout.wave_of(s.event_id) or 0].append(index)
+    offsets = schedule.offsets
     for k in range(1, len(rollout.waves)):
-        assert min(present[k]) - gone[k - 1] >= rollout.gap_s - 1e-6
+        if present[k - 1] and present[k]:
+            assert min(present[k]) > max(present[k - 1])
+            gone = offsets[max(present[k - 1]) + 1]
+            assert offsets[min(present[k])] - gone >= rollout.gap_s - 1e-6
 
 
 @settings(max_examples=150, deadline=None)

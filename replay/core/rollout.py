@@ -121,21 +121,42 @@ def _to_local(offset_s: float, offsets: Sequence[float]) -> float:
     return offset_s
 
 
-def _sweep(pieces: Sequence[tuple[float, Sequence[float]]]) -> list[tuple[float, list[int]]]:
-    """Each distinct offset of the shifted pieces, with every piece's current index there
-    (-1 before the piece begins)."""
-    points = sorted(
-        (shift + offset, p, i)
-        for p, (shift, offsets) in enumerate(pieces)
-        for i, offset in enumerate(offsets)
-    )
+def _sweep(
+    pieces: Sequence[tuple[float, Sequence[float]]], follows: Sequence[int] = ()
+) -> list[tuple[float, list[int]]]:
+    """Each point of the shifted pieces, with every piece's current index there (-1 before the
+    piece begins).
+
+    Pieces' changes at one offset make one point. A piece's own changes at one offset (an
+    approval's, after what was served there) stay points of their own, in order, and a piece
+    that starts where the piece before it ends (`follows[p]`: the rank of that end) comes
+    after that end.
+    """
+    points = []
+    for p, (shift, offsets) in enumerate(pieces):
+        rank = 0
+        end = pieces[p - 1][0] + pieces[p - 1][1][-1] if p else None
+        for i, offset in enumerate(offsets):
+            rank = rank + 1 if i and offsets[i - 1] == offset else 0
+            at = shift + offset
+            base = follows[p] if p < len(follows) and at == end else 0
+            points.append((at, rank + base, p, i))
+    points.sort()
     current = [-1] * len(pieces)
     out: list[tuple[float, list[int]]] = []
-    for j, (at, p, i) in enumerate(points):
+    for j, (at, rank, p, i) in enumerate(points):
         current[p] = i
-        if j + 1 == len(points) or points[j + 1][0] != at:
+        if j + 1 == len(points) or points[j + 1][:2] != (at, rank):
             out.append((at, list(current)))
     return out
+
+
+def _end_rank(offsets: Sequence[float]) -> int:
+    """How many changes before the last share its offset (an approval's end at a change)."""
+    n = 0
+    while n + 1 < len(offsets) and offsets[-2 - n] == offsets[-1]:
+        n += 1
+    return n
 
 
 def _shifted(states: Iterable[EventState], shift: float) -> tuple[EventState, ...]:
@@ -151,7 +172,8 @@ def _merge(pieces: Sequence[tuple[float, Schedule]], first_incarnation: int) -> 
     """One schedule from shifted wave schedules: each change of the whole the next incarnation."""
     cache: dict[tuple[int, int], tuple[EventState, ...]] = {}
     transitions: list[Transition] = []
-    for at, indices in _sweep([(shift, sched.offsets) for shift, sched in pieces]):
+    follows = [0, *(_end_rank(sched.offsets) for _, sched in pieces[:-1])]
+    for at, indices in _sweep([(shift, sched.offsets) for shift, sched in pieces], follows):
         events: tuple[EventState, ...] = ()
         for p, i in enumerate(indices):
             if i < 0:

@@ -22,6 +22,7 @@ from replay.playback.registry import SessionRegistry
 from replay.server.app import make_app
 from replay.store.dataset import default_traces_dir
 from replay.testing.client import ReplayClient
+from replay.testing.fleet import FleetClient, FleetSource, FleetVm
 
 
 class ReplayServer:
@@ -36,6 +37,7 @@ class ReplayServer:
         self._runner: Any = None
         self.url = ""
         self.client = ReplayClient()
+        self.fleet = FleetClient()
 
     def _run(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -56,6 +58,7 @@ class ReplayServer:
 
         self.url = f"http://127.0.0.1:{self._run(start())}"
         self.client = ReplayClient(self.url)
+        self.fleet = FleetClient(self.url)
         return self
 
     def close(self) -> None:
@@ -93,6 +96,18 @@ class ReplayServer:
 
     def status(self) -> dict[str, Any]:
         return self.client.status()
+
+    def start_fleet(
+        self, fleet: FleetSource, speed: float | str = 60, virtual: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Play a fleet (a fleet file's path, its TOML text, or its tables); each VM is
+        reached with vm(name). Options: loop, approval_delay_s, recorded_approvals, rate_limit."""
+        start = "virtual" if virtual else "now"
+        return self.fleet.start(fleet, speed=speed, start=start, **options)
+
+    def vm(self, name: str) -> FleetVm:
+        """A VM of the fleet: `.url` for the code under test, `.poll()`, `.approve(...)`."""
+        return self.fleet.vm(name)
 
 
 @pytest.fixture
