@@ -169,7 +169,7 @@ def approve_somewhere(port: int, groups: list[list[int]]) -> tuple[int, str, str
     """As the leader of some group's Scheduled event, approve it from the leader's address.
 
     Returns (group, leader, EventId, monotonic instant the 200 arrived), or None."""
-    control = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    control = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         for g, members in enumerate(groups):
             control.request("GET", f"/replay/fleet/vms/vm-{members[0]}")
@@ -180,7 +180,7 @@ def approve_somewhere(port: int, groups: list[list[int]]) -> tuple[int, str, str
             event = scheduled[0]
             leader = event["Resources"][0]
             conn = http.client.HTTPConnection(
-                "127.0.0.1", port, timeout=5, source_address=(address_of(int(leader[3:])), 0)
+                "127.0.0.1", port, timeout=30, source_address=(address_of(int(leader[3:])), 0)
             )
             body = json.dumps({"StartRequests": [{"EventId": event["EventId"]}]})
             conn.request("POST", PATH, body=body, headers={"Metadata": "true"})
@@ -253,7 +253,11 @@ def run(args: argparse.Namespace, keep_alive: bool, vms: int) -> dict[str, Any]:
             os.kill(server.pid, signal.SIGUSR1)
             cpu_start = cpu_s(server.pid)
             until(start + args.run_s * 0.3)
-            probe = approve_somewhere(port, members)
+            try:
+                probe = approve_somewhere(port, members)
+            except (OSError, RuntimeError) as exc:
+                print(f"approval probe failed: {exc}", flush=True)
+                probe = None
             until(end)
             cpu_run = cpu_s(server.pid) - cpu_start
             rss, hwm = memory_mb(server.pid)

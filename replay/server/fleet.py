@@ -3,8 +3,8 @@
 - `BY_ADDRESS` (served first when the server plays a fleet file): /metadata/scheduledevents and
   /metadata/instance answer as the VM whose address request.remote is; an address the fleet
   does not know is a VM in no group (the empty document).
-- `ROUTES` (always): /vm/{name}/metadata/... for clients that cannot choose their address, and
-  /vm/{name}/stream and /vm/{name}/events to push a VM's documents.
+- `ROUTES` (always): /vm/{name}/metadata/... for clients that cannot choose their address,
+  /vm/{name}/stream and /vm/{name}/events to push a VM's documents, and the page at /fleet.
 
 Answers are IMDS's own, as in replay.server.imds.
 """
@@ -31,6 +31,7 @@ from replay.server.imds import (
 )
 from replay.server.keys import FLEET
 from replay.server.middlewares import control_error, imds_route
+from replay.server.page import NO_CACHE, STATIC_DIR
 from replay.server.streams import stream_events, stream_websocket
 
 MAPPED_V4 = "::ffff:"
@@ -172,6 +173,11 @@ async def vm_events(request: web.Request) -> web.StreamResponse:
     return missing or await stream_events(request, request.app[FLEET], name, f"vm:{name}")
 
 
+async def fleet_page(request: web.Request) -> web.StreamResponse:
+    """GET /fleet: the fleet page (VMs by fault domain, shared events, approve as any VM)."""
+    return web.FileResponse(STATIC_DIR / "fleet.html", headers=NO_CACHE)
+
+
 BY_ADDRESS = [
     web.route("*", "/metadata/scheduledevents", events_by_address),
     web.route("*", "/metadata/instance", instance_by_address),
@@ -182,4 +188,5 @@ ROUTES = [
     web.route("*", "/vm/{name}/metadata/instance", instance_by_name),
     web.get("/vm/{name}/stream", vm_websocket),
     web.get("/vm/{name}/events", vm_events),
+    web.get("/fleet", fleet_page),
 ]
