@@ -69,7 +69,7 @@ def test_a_trace_path_in_a_fleet_file_is_relative_to_the_file(
     result, captured = run_serve(monkeypatch, tmp_path, "--fleet", str(fleet_file))
     assert result.exit_code == 0, result.output
     fleet = captured["app"][FLEET].fleet
-    assert fleet.groups["web"].rollout.source.name == "spot-eviction"
+    assert fleet.groups["web"].plan.source.name == "spot-eviction"
 
 
 @pytest.mark.parametrize(

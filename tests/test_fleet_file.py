@@ -200,7 +200,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_a_plan_gives_each_group_its_rollout_and_each_vm_its_identity(tmp_path: Path) -> None:
     plan = plan_fleet(read_fleet(write(tmp_path, GOOD)), resolve)
-    assert [(r.group, r.rollout, len(r.waves)) for r in plan.rollouts] == [
+    assert [(r.group, r.rollout, len(r.waves)) for r in plan.groups] == [
         ("web", "fault-domain", 2),
         ("db", "together", 1),
     ]

@@ -45,7 +45,7 @@ def test_readme_fleet_file_is_a_valid_fleet(tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text(readme_fleet_examples()["fleet.toml"])
     plan = plan_fleet(read_fleet(path), lambda name: load_trace(default_traces_dir(), name))
-    (web,) = plan.rollouts
+    (web,) = plan.groups
     assert [w.resources for w in web.waves] == [("web-0", "web-1"), ("web-2", "web-3")]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from replay.cli.common import err
 from replay.clock import Clock
+from replay.core.fleet import CapturedGroup
 from replay.core.timeline import Trace
 from replay.playback.anchor import Start
 from replay.playback.fleet import FleetOptions
@@ -53,18 +54,19 @@ def fleet_host_for(
         ),
         highlight=False,
     )
-    for rollout in plan.rollouts:
-        domains = ", ".join(
-            f"fd {w.fault_domain}: {len(w.resources)}"
-            if w.fault_domain is not None
-            else f"{len(w.resources)} VMs"
-            for w in rollout.waves
-        )
-        gap = f", {rollout.gap_s:g} s apart" if len(rollout.waves) > 1 else ""
-        err.print(
-            f"  {rollout.group}: {rollout.source.name}, {rollout.rollout} ({domains}){gap}",
-            highlight=False,
-        )
+    for group in plan.groups:
+        if isinstance(group, CapturedGroup):
+            line = f"{group.source.name}, captured ({len(group.timelines)} VMs' own timelines)"
+        else:
+            domains = ", ".join(
+                f"fd {w.fault_domain}: {len(w.resources)}"
+                if w.fault_domain is not None
+                else f"{len(w.resources)} VMs"
+                for w in group.waves
+            )
+            gap = f", {group.gap_s:g} s apart" if len(group.waves) > 1 else ""
+            line = f"{group.source.name}, {group.rollout} ({domains}){gap}"
+        err.print(f"  {group.group}: {line}", highlight=False)
     err.print(
         "each VM is the client address its requests come from, or /vm/NAME/metadata/...",
         highlight=False,

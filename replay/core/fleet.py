@@ -25,7 +25,8 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +105,45 @@ class FleetSpec:
 
 
 @dataclass(frozen=True)
+class FleetTrace:
+    """Captures of several VMs that saw the same events: a timeline per VM, on one time axis
+    (every timeline has the same started_at), the shared events linked by their EventIds."""
+
+    name: str
+    timelines: Mapping[str, Trace]
+    """Each VM's trace, by the VM's name."""
+
+
+@dataclass(frozen=True)
+class CapturedGroup:
+    """A group replaying a fleet trace: each VM its own captured timeline; an approval of an
+    EventId starts it in every timeline that shows it."""
+
+    group: str
+    source: FleetTrace
+    timelines: Mapping[str, Trace]
+    """This group's VMs' timelines, each named after the fleet trace (so a loop round's fresh
+    EventIds agree across VMs)."""
+    rollout = "captured"
+
+    @property
+    def duration_s(self) -> float:
+        return max(t.duration_s for t in self.timelines.values())
+
+    @property
+    def started_at(self) -> datetime | None:
+        return next(iter(self.timelines.values())).started_at
+
+
+GroupPlan = Rollout | CapturedGroup
+
+
+@dataclass(frozen=True)
 class FleetPlan:
-    """A fleet ready to play: each group's rollout and each VM's identity."""
+    """A fleet ready to play: each group's rollout (or captured timelines), each VM's identity."""
 
     source: str
-    rollouts: tuple[Rollout, ...]
+    groups: tuple[GroupPlan, ...]
     identities: tuple[VmIdentity, ...]
 
 
@@ -249,22 +284,39 @@ def identity_of(vm: VmSpec) -> VmIdentity:
     return VmIdentity(vm.name, vm.address, vm.group, vm.fault_domain, vm_id)
 
 
-def plan_fleet(spec: FleetSpec, resolve: Callable[[str], Trace]) -> FleetPlan:
-    """Each group's rollout over the trace `resolve` gives for its name (or path).
+def plan_fleet(spec: FleetSpec, resolve: Callable[[str], Trace | FleetTrace]) -> FleetPlan:
+    """Each group's rollout over the trace `resolve` gives for its name (or path); a group
+    naming a fleet trace replays each VM's own timeline instead (rollout and gap_s unused).
 
     resolve raises ReplayError for a trace that does not exist; the error then names the group.
     """
-    rollouts = []
+    groups: list[GroupPlan] = []
     for i, group in enumerate(spec.groups):
+        where = f"{spec.source}: [[group]] {i + 1} ({group.name!r}), field 'trace'"
         try:
-            trace = resolve(group.trace)
+            resolved = resolve(group.trace)
         except ReplayError as exc:
-            where = f"{spec.source}: [[group]] {i + 1} ({group.name!r}), field 'trace'"
             raise FleetFileError(f"{where}: {exc}") from None
+        if isinstance(resolved, FleetTrace):
+            groups.append(_captured(spec, group, resolved))
+            continue
         members = [(vm.name, vm.fault_domain) for vm in spec.members(group.name)]
         try:
-            rollouts.append(plan_rollout(group.name, trace, members, group.rollout, group.gap_s))
+            groups.append(plan_rollout(group.name, resolved, members, group.rollout, group.gap_s))
         except ReplayError as exc:
-            where = f"{spec.source}: [[group]] {i + 1} ({group.name!r}), field 'trace'"
             raise FleetFileError(f"{where}: {exc}") from None
-    return FleetPlan(spec.source, tuple(rollouts), tuple(identity_of(vm) for vm in spec.vms))
+    return FleetPlan(spec.source, tuple(groups), tuple(identity_of(vm) for vm in spec.vms))
+
+
+def _captured(spec: FleetSpec, group: GroupSpec, fleet: FleetTrace) -> CapturedGroup:
+    timelines = {}
+    for i, vm in enumerate(spec.vms):
+        if vm.group != group.name:
+            continue
+        if vm.name not in fleet.timelines:
+            raise FleetFileError(
+                f"{spec.source}: [[vm]] {i + 1} ({vm.name!r}), field 'name': not a VM of fleet "
+                f"trace {fleet.name!r} (its VMs: {', '.join(fleet.timelines)})"
+            )
+        timelines[vm.name] = replace(fleet.timelines[vm.name], name=fleet.name)
+    return CapturedGroup(group.name, fleet, timelines)

@@ -19,7 +19,7 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from replay.core.reference import event_id_for
@@ -72,6 +72,11 @@ class Rollout:
     @property
     def duration_s(self) -> float:
         return self.trace.duration_s
+
+    @property
+    def started_at(self) -> datetime | None:
+        """Wall time of offset 0 (the trace's)."""
+        return self.source.started_at
 
     def wave_of(self, event_id: str) -> int | None:
         """Index of the wave an EventId belongs to (None: not this group's)."""

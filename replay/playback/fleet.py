@@ -23,14 +23,8 @@ from replay.core.imds import LATEST_VERSION, render
 from replay.core.schedule import Transition
 from replay.errors import ReplayError
 from replay.playback.anchor import VIRTUAL_EPOCH, Anchor, Start, State
-from replay.playback.fleet_members import (
-    NO_GROUP,
-    GroupReplay,
-    Listener,
-    RolloutRounds,
-    VmReplay,
-)
-from replay.playback.rounds import RoundOptions
+from replay.playback.fleet_members import NO_GROUP, GroupReplay, Listener, Timeline, VmReplay
+from replay.playback.rounds import RoundOptions, ScheduleCache
 from replay.playback.session import APPROVALS_KEPT, MAX_ADVANCE_S, Served
 from replay.playback.ticker import Pushed, Ticker, log_line, push_message
 
@@ -80,7 +74,9 @@ class Fleet:
         self.clock = clock
         self.speed = options.speed
         per_group = RoundOptions(options.approval_delay_s, options.recorded_approvals)
-        self.groups = {r.group: GroupReplay(r, per_group) for r in plan.rollouts}
+        cache = ScheduleCache()
+        self.groups = {g.group: GroupReplay(g, per_group, cache) for g in plan.groups}
+        self.timelines: list[Timeline] = [t for g in self.groups.values() for t in g.distinct()]
         self.duration_s = max(g.duration_s for g in self.groups.values())
         self.looping = options.loop and self.duration_s > 0
         self.listeners = {} if listeners is None else listeners
@@ -89,8 +85,10 @@ class Fleet:
         self.by_address: dict[str, VmReplay] = {}
         for identity in plan.identities:
             group = self.groups[identity.group]
-            vm = VmReplay(identity, group, self.listeners.setdefault(identity.name, set()))
-            group.vms.append(vm)
+            timeline = group.timelines[identity.name]
+            heard = self.listeners.setdefault(identity.name, set())
+            vm = VmReplay(identity, group, timeline, heard)
+            timeline.vms.append(vm)
             self.vms[vm.name] = vm
             self.by_address[identity.address] = vm
         self.subscribers: set[Listener] = set().union(*(vm.listeners for vm in self.vms.values()))
@@ -110,14 +108,14 @@ class Fleet:
     def _set_anchor(self, pos: float, state: State) -> None:
         now = self.clock.now()
         if state is State.virtual:
-            base = self.plan.rollouts[0].source.started_at or VIRTUAL_EPOCH
+            base = self.plan.groups[0].started_at or VIRTUAL_EPOCH
             wall = base + timedelta(seconds=pos / self.speed)
         else:
             wall = self.clock.wall()
         self.anchor = Anchor(now, wall, pos, self.speed, state is State.running)
         self.state = state
-        for group in self.groups.values():
-            group.forget()
+        for timeline in self.timelines:
+            timeline.forget()
         self.ticker.restart()
         self.announce()
 
@@ -178,12 +176,12 @@ class Fleet:
         self._set_anchor(rnd * self.duration_s + offset_s, State.running if moving else self.state)
 
     def next_transition(self) -> float | None:
-        """Position (trace seconds, across rounds) of the next change of any group's document."""
+        """Position (trace seconds, across rounds) of the next change of any VM's document."""
         rnd, off = self.split(self.position())
         found = [
             nxt
-            for group in self.groups.values()
-            if (nxt := group.schedule(rnd).next_offset_after(off)) is not None
+            for timeline in self.timelines
+            if (nxt := timeline.schedule(rnd).next_offset_after(off)) is not None
             and nxt <= self.duration_s
         ]
         if found:
@@ -191,8 +189,8 @@ class Fleet:
         if self.looping:
             later = [
                 nxt
-                for group in self.groups.values()
-                if (nxt := group.schedule(rnd + 1).next_offset_after(0.0)) is not None
+                for timeline in self.timelines
+                if (nxt := timeline.schedule(rnd + 1).next_offset_after(0.0)) is not None
             ]
             return (rnd + 1) * self.duration_s + min(later) if later else None
         return None
@@ -218,23 +216,23 @@ class Fleet:
         return pos
 
     # -- documents -------------------------------------------------------------------------
-    def served(self, group: GroupReplay, version: str) -> tuple[Served, int, int]:
-        """A group's current document for an api-version, with its (round, transition index)."""
+    def served(self, timeline: Timeline, version: str) -> tuple[Served, int, int]:
+        """A timeline's current document for an api-version, with its (round, index)."""
         rnd, off = self.split(self.position())
-        sched = group.schedule(rnd)
+        sched = timeline.schedule(rnd)
         index = sched.index_at(off)
         key = (rnd, index, version)
-        served = group.rendered.get(key)
+        served = timeline.rendered.get(key)
         if served is None:
-            if group.rendered and next(iter(group.rendered))[0] != rnd:
-                group.rendered.clear()
-            served = self._render(group, rnd, sched.transitions[index], version)
-            group.rendered[key] = served
+            if timeline.rendered and next(iter(timeline.rendered))[0] != rnd:
+                timeline.rendered.clear()
+            served = self._render(timeline, rnd, sched.transitions[index], version)
+            timeline.rendered[key] = served
         return served, rnd, index
 
     def current(self, vm: VmReplay, version: str) -> Served:
         """What a VM would see now (not counted as served)."""
-        return NO_GROUP if vm.group is None else self.served(vm.group, version)[0]
+        return NO_GROUP if vm.timeline is None else self.served(vm.timeline, version)[0]
 
     def poll(self, vm: VmReplay, version: str) -> Served:
         """An IMDS GET from a VM: touch(), then its current document, counted as served."""
@@ -244,23 +242,23 @@ class Fleet:
             return fast[2]
         self.touch()
         self.served_any = True
-        group = vm.group
-        if group is None:
+        timeline = vm.timeline
+        if timeline is None:
             return NO_GROUP
-        served, rnd, index = self.served(group, version)
+        served, rnd, index = self.served(timeline, version)
         if vm.last_served != (rnd, index):
             vm.last_served = (rnd, index)
             if not vm.documents or vm.documents[-1] != served.body:
                 vm.documents.append(served.body)
         if self.state is not State.waiting:
-            vm.fast = (self._current_until(group, rnd, index), version, served)
+            vm.fast = (self._current_until(timeline, rnd, index), version, served)
         return served
 
-    def _current_until(self, group: GroupReplay, rnd: int, index: int) -> float:
-        """Monotonic instant at which a group's transition stops being current."""
+    def _current_until(self, timeline: Timeline, rnd: int, index: int) -> float:
+        """Monotonic instant at which a timeline's transition stops being current."""
         if self.state is not State.running:
             return math.inf  # only re-anchoring moves a stopped fleet, and that drops the shortcut
-        offsets = group.schedule(rnd).offsets
+        offsets = timeline.schedule(rnd).offsets
         nxt = offsets[index + 1] if index + 1 < len(offsets) else None
         if self.looping:
             nxt = self.duration_s if nxt is None else min(nxt, self.duration_s)
@@ -268,9 +266,9 @@ class Fleet:
             return math.inf
         return self.mono_of(rnd * self.duration_s + nxt)
 
-    def _render(self, group: GroupReplay, rnd: int, transition: Transition, version: str) -> Served:
+    def _render(self, timeline: Timeline, rnd: int, transition: Transition, version: str) -> Served:
         base = rnd * self.duration_s
-        rounds = group.rounds
+        rounds = timeline.rounds
         body = render(
             transition,
             version,
@@ -284,26 +282,30 @@ class Fleet:
     def approve(self, vm: VmReplay, event_ids: Sequence[str]) -> list[str]:
         """A VM approves EventIds for its whole group; returns the ones it cannot see (then
         nothing is approved). Approving again, or an event already gone, changes nothing."""
-        group = vm.group
-        if group is None:
+        group, own = vm.group, vm.timeline
+        if group is None or own is None:
             return list(event_ids)
-        self.served(group, LATEST_VERSION)  # every EventId shown so far is known
-        rounds: RolloutRounds = group.rounds
-        unknown = [e for e in event_ids if e not in rounds.served_ids]
+        self.served(own, LATEST_VERSION)  # every EventId shown so far is known
+        unknown = [e for e in event_ids if e not in own.rounds.served_ids]
         if unknown:
             return unknown
         rnd, off = self.split(self.position())
-        changed = False
+        changed: set[int] = set()
         for served in event_ids:
-            event_rnd, original = rounds.served_ids[served]
-            if event_rnd == rnd and rounds.approve(rnd, off, original):
+            event_rnd, original = own.rounds.served_ids[served]
+            if event_rnd != rnd:
+                continue  # a finished round: that event is long gone
+            started = [t for t in group.distinct() if t.rounds.approve(rnd, off, original)]
+            if started:
+                changed.update(id(t) for t in started)
                 self.approvals.append(FleetApproval(vm.name, group.name, served, rnd, off))
                 log_line(event="approval", vm=vm.name, group=group.name, event_id=served)
-                changed = True
-        rounds.end_batch(rnd if changed else None)
+        for timeline in group.distinct():
+            timeline.rounds.end_batch(rnd if id(timeline) in changed else None)
+            if id(timeline) in changed:
+                timeline.forget()
         if changed:
             vm.approvals += 1
-            group.forget()
             self.ticker.restart()
             self.announce()
         return []
@@ -325,29 +327,30 @@ class Fleet:
     def prepare(self, pos: float) -> None:
         """Before a transition's deadline, build every group's schedule of its round."""
         rnd, _ = self.split(pos)
-        for group in self.groups.values():
-            group.schedule(rnd)
+        for timeline in self.timelines:
+            timeline.schedule(rnd)
 
     def announce(self, deadline: float | None = None) -> None:
-        """Push each group whose document changed to its VMs' listeners, and log it."""
+        """Push each timeline whose document changed to its VMs' listeners, and log it."""
         pos = self.position()
         lateness = 0.0 if deadline is None else self.clock.now() - deadline
         at = self.wall_of(pos) if deadline is None else self.anchor.wall_of_mono(deadline)
-        for group in self.groups.values():
-            served = self.served(group, self.status_version)[0]
-            if group.last_pushed == served.incarnation:
+        for timeline in self.timelines:
+            served = self.served(timeline, self.status_version)[0]
+            if timeline.last_pushed == served.incarnation:
                 continue
-            group.last_pushed = served.incarnation
-            if any(vm.listeners for vm in group.vms):
+            timeline.last_pushed = served.incarnation
+            if any(vm.listeners for vm in timeline.vms):
                 message = push_message(served.body, at)
-                for vm in group.vms:
+                for vm in timeline.vms:
                     if vm.listeners:
                         pushed = Pushed(vm.name, served.body, at, lateness, message)
                         for listener in list(vm.listeners):
                             listener(pushed)
             log_line(
                 event="transition",
-                group=group.name,
+                group=timeline.group,
+                vms=len(timeline.vms),
                 offset_s=self.split(pos)[1],
                 incarnation=served.incarnation,
                 lateness_ms=round(lateness * 1000, 3),

@@ -1,8 +1,11 @@
-"""The members of a running fleet: its groups (shared schedules and approvals) and its VMs.
+"""The members of a running fleet: timelines, groups (shared approvals) and VMs.
 
-A group's VMs all see the group's one document, so a group renders each document once per
-api-version and every VM serves those bytes; a VM keeps only what is its own: what it was
-served, its listeners, its poll counts, and its poll-path shortcut.
+A *timeline* is what some VMs see: its rounds (schedules, approvals, served EventIds) and the
+documents it rendered. A rolled-out group has one timeline for all its VMs (they all see the
+group's one document, rendered once per api-version); a group replaying a fleet trace has one
+per VM (each its own capture). An approval belongs to the group: it starts the event in every
+timeline of the group that shows it. A VM keeps only what is its own: what it was served, its
+listeners, its poll counts, and its poll-path shortcut.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from replay.core.fleet import VmIdentity
+from replay.core.fleet import CapturedGroup, GroupPlan, VmIdentity
 from replay.core.rollout import Rollout
 from replay.core.schedule import Schedule
 from replay.playback.rounds import ApprovalKey, RoundOptions, Rounds, ScheduleCache
@@ -29,7 +32,7 @@ NO_GROUP = Served(_EMPTY_BODY, f'"1-{zlib.crc32(_EMPTY_BODY):08x}"', 1)
 
 
 class RolloutRounds(Rounds):
-    """A group's rounds: schedules come from its rollout (every fault domain's wave at once)."""
+    """A rolled-out group's rounds: schedules come from its rollout (all waves at once)."""
 
     def __init__(self, rollout: Rollout, options: RoundOptions) -> None:
         super().__init__(rollout.trace, options, ScheduleCache(limit=1))
@@ -44,14 +47,13 @@ class RolloutRounds(Rounds):
         )
 
 
-class GroupReplay:
-    """One group of a fleet: its rollout, rounds (approvals), and the documents it renders."""
+class Timeline:
+    """What some VMs of a group see: rounds, and the documents rendered from them."""
 
-    def __init__(self, rollout: Rollout, options: RoundOptions) -> None:
-        self.name = rollout.group
-        self.rollout = rollout
-        self.rounds = RolloutRounds(rollout, options)
-        self.duration_s = rollout.duration_s
+    def __init__(self, group: str, rounds: Rounds, duration_s: float) -> None:
+        self.group = group
+        self.rounds = rounds
+        self.duration_s = duration_s
         self.vms: list[VmReplay] = []
         self.rendered: dict[tuple[int, int, str], Served] = {}
         """Rendered documents by (round, transition index, api-version), this round's only."""
@@ -68,12 +70,36 @@ class GroupReplay:
             vm.fast = None
 
 
+class GroupReplay:
+    """One group of a fleet: its plan and timelines."""
+
+    def __init__(self, plan: GroupPlan, options: RoundOptions, cache: ScheduleCache) -> None:
+        self.name = plan.group
+        self.plan = plan
+        self.duration_s = plan.duration_s
+        self.timelines: dict[str, Timeline] = {}
+        """By VM name."""
+        if isinstance(plan, CapturedGroup):
+            for vm, trace in plan.timelines.items():
+                self.timelines[vm] = Timeline(
+                    self.name, Rounds(trace, options, cache), trace.duration_s
+                )
+        else:
+            shared = Timeline(self.name, RolloutRounds(plan, options), plan.duration_s)
+            self.timelines = {name: shared for wave in plan.waves for name in wave.resources}
+
+    def distinct(self) -> list[Timeline]:
+        """Each timeline once."""
+        return list({id(t): t for t in self.timelines.values()}.values())
+
+
 @dataclass
 class VmReplay:
-    """One VM of a fleet: who it is, its group, and what it was served."""
+    """One VM of a fleet: who it is, its group and timeline, and what it was served."""
 
     identity: VmIdentity
     group: GroupReplay | None
+    timeline: Timeline | None
     listeners: set[Listener]
     """Push subscribers of this VM (shared with the fleet's host: they outlive a fleet)."""
 
@@ -84,7 +110,7 @@ class VmReplay:
         self.last_served: tuple[int, int] | None = None
         self.fast: tuple[float, str, Served] | None = None
         """(monotonic instant it stays current until, api-version, answer): the poll path's
-        shortcut, dropped by whatever changes the group's documents."""
+        shortcut, dropped by whatever changes the timeline's documents."""
         self.polls = 0
         self.approvals = 0
         self.refused = 0

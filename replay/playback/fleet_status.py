@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from replay.core.rollout import Rollout
 from replay.playback.anchor import State
 from replay.playback.fleet import Fleet
 from replay.playback.fleet_members import GroupReplay, VmReplay
@@ -61,21 +62,36 @@ def groups_by_name(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def group_status(fleet: Fleet, group: GroupReplay) -> dict[str, Any]:
-    """A group: its rollout, its fault domains' VMs, and its current document."""
-    rollout = group.rollout
-    document = orjson.loads(fleet.served(group, fleet.status_version)[0].body)
+    """A group: its plan, its fault domains' VMs, its documents and the events they show."""
+    plan = group.plan
+    members = [vm for timeline in group.distinct() for vm in timeline.vms]
+    if isinstance(plan, Rollout):
+        trace, gap_s = plan.source.name, plan.gap_s
+        domains = [(w.fault_domain, list(w.resources)) for w in plan.waves]
+    else:
+        trace, gap_s = plan.source.name, None
+        by_domain: dict[int, list[str]] = {}
+        for vm in sorted(members, key=lambda v: v.identity.fault_domain):
+            by_domain.setdefault(vm.identity.fault_domain, []).append(vm.name)
+        domains = list(by_domain.items())
+    documents = [
+        orjson.loads(fleet.served(t, fleet.status_version)[0].body) for t in group.distinct()
+    ]
+    events: dict[str, Any] = {}
+    for document in documents:
+        for event in document["Events"]:
+            events.setdefault(event["EventId"], event)
     return {
         "name": group.name,
-        "trace": rollout.source.name,
-        "rollout": rollout.rollout,
-        "gap_s": rollout.gap_s,
+        "trace": trace,
+        "rollout": plan.rollout,
+        "gap_s": gap_s,
         "duration_s": group.duration_s,
-        "fault_domains": [
-            {"fault_domain": wave.fault_domain, "vms": list(wave.resources)}
-            for wave in rollout.waves
-        ],
-        "incarnation": document["DocumentIncarnation"],
-        "document": document,
+        "fault_domains": [{"fault_domain": fd, "vms": vms} for fd, vms in domains],
+        "incarnation": documents[0]["DocumentIncarnation"],
+        "document": documents[0],
+        # every event any VM of the group sees now (a fleet trace has a document per VM)
+        "events": list(events.values()),
     }
 
 
@@ -84,12 +100,11 @@ def vm_status(
 ) -> dict[str, Any]:
     """A VM: who it is and what it sees now (its group's events, whether they affect it)."""
     identity = vm.identity
-    if vm.group is None:
-        document: dict[str, Any] = orjson.loads(fleet.current(vm, fleet.status_version).body)
-    elif groups is not None and vm.group.name in groups:
-        document = groups[vm.group.name]["document"]
+    shared = vm.group is not None and isinstance(vm.group.plan, Rollout)
+    if shared and groups is not None and vm.group is not None and vm.group.name in groups:
+        document: dict[str, Any] = groups[vm.group.name]["document"]
     else:
-        document = orjson.loads(fleet.served(vm.group, fleet.status_version)[0].body)
+        document = orjson.loads(fleet.current(vm, fleet.status_version).body)
     return {
         "name": vm.name,
         "address": identity.address,

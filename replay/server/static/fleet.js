@@ -96,7 +96,7 @@ function groupSection(group, vms) {
       ),
     );
   }
-  const events = group.document.Events;
+  const events = group.events;
   const table = el(
     "table",
     { className: "events" },
