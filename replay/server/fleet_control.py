@@ -12,11 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from replay.core.fleet import FleetPlan, parse_fleet, plan_fleet
+from replay.core.fleet import FleetPlan, FleetTrace, parse_fleet, plan_fleet
 from replay.core.speed import parse_speed
+from replay.core.timeline import Trace
+from replay.errors import ReplayError, TraceNotFoundError
 from replay.playback.fleet import Fleet, FleetOptions
 from replay.playback.fleet_members import VmReplay
 from replay.playback.fleet_status import fleet_status, vm_detail
+from replay.recording.fleet_traces import load_fleet_trace
 from replay.server.control import body_of, options_from
 from replay.server.keys import FLEET, REGISTRY
 from replay.server.middlewares import ControlError, json_response
@@ -74,7 +77,18 @@ async def load_fleet(request: web.Request) -> web.Response:
     spec = parse_fleet(body["fleet"], "fleet")
     options = fleet_options(body)
     registry = request.app[REGISTRY]
-    plan: FleetPlan = await asyncio.to_thread(plan_fleet, spec, registry.trace)
+
+    def resolve(name: str) -> Trace | FleetTrace:
+        """A trace of the dataset by name, else a fleet trace by name (never a path)."""
+        try:
+            return registry.trace(name)
+        except TraceNotFoundError as missing:
+            try:
+                return load_fleet_trace(registry.traces_dir, name)
+            except ReplayError:
+                raise missing from None
+
+    plan: FleetPlan = await asyncio.to_thread(plan_fleet, spec, resolve)
     fleet = request.app[FLEET].load(plan, options)
     return json_response(fleet_status(fleet), 201)
 
