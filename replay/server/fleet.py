@@ -173,9 +173,20 @@ async def vm_events(request: web.Request) -> web.StreamResponse:
     return missing or await stream_events(request, request.app[FLEET], name, f"vm:{name}")
 
 
+FLEET_PAGE = STATIC_DIR / "fleet"
+"""The fleet page's own files (a folder of its own: the session page's assets are the rest)."""
+
+
 async def fleet_page(request: web.Request) -> web.StreamResponse:
     """GET /fleet: the fleet page (VMs by fault domain, shared events, approve as any VM)."""
-    return web.FileResponse(STATIC_DIR / "fleet.html", headers=NO_CACHE)
+    return web.FileResponse(FLEET_PAGE / "index.html", headers=NO_CACHE)
+
+
+def _fleet_asset(name: str) -> web.RouteDef:
+    async def handler(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(FLEET_PAGE / name, headers=NO_CACHE)
+
+    return web.get(f"/static/fleet/{name}", handler)
 
 
 BY_ADDRESS = [
@@ -189,4 +200,6 @@ ROUTES = [
     web.get("/vm/{name}/stream", vm_websocket),
     web.get("/vm/{name}/events", vm_events),
     web.get("/fleet", fleet_page),
+    _fleet_asset("fleet.js"),
+    _fleet_asset("fleet.css"),
 ]
