@@ -125,6 +125,8 @@ class Run:
         self.record = Record()
         self.polls: dict[int, Poll] = {}
         self.in_flight = 0
+        self.pending: set[asyncio.Task[None]] = set()
+        """New-connection polls still connecting or waiting for their answer."""
 
     def measuring(self, t: float) -> bool:
         return self.window[0] <= t < self.window[1]
@@ -193,14 +195,14 @@ class Run:
         started = time.monotonic()
         self.in_flight += 1
         try:
-            poll = await self.connect(vm)
-        except OSError as exc:
+            poll = await asyncio.wait_for(self.connect(vm), timeout=DRAIN_S)
+        except (OSError, TimeoutError) as exc:
             self.in_flight -= 1
             if self.measuring(due):
                 self.record.polls += 1
                 self.record.errors += 1
                 if len(self.record.problems) < 5:
-                    self.record.problems.append(f"connect: {exc}")
+                    self.record.problems.append(f"connect: {exc!r}")
             return
         poll.send(due, started)
 
@@ -209,13 +211,12 @@ class Run:
         total = self.slice.total
         mine = range(self.slice.first, self.slice.first + self.slice.count)
         order = [(vm / total, vm) for vm in mine]
-        pending: set[asyncio.Task[None]] = set()
+        pending = self.pending
         k = 0
         while True:
             for phase, vm in order:
                 due = t0 + k + phase
                 if due >= end:
-                    await asyncio.gather(*pending)
                     return
                 wait = due - time.monotonic()
                 if wait > 0.0005:
@@ -248,6 +249,8 @@ async def _generate(slice_: Slice, conn: Any) -> Record:
     deadline = time.monotonic() + DRAIN_S
     while run.in_flight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+    for task in list(run.pending):  # still connecting: counted below as without an answer
+        task.cancel()
     if run.in_flight > 0:  # due at the window's end: counted as errors
         run.record.errors += run.in_flight
         run.record.polls += run.in_flight
@@ -260,10 +263,12 @@ async def _generate(slice_: Slice, conn: Any) -> Record:
     return run.record
 
 
-def generate(slice_: Slice, conn: Any, cpus: set[int] | None) -> None:
+def generate(slice_: Slice, conn: Any, cpus: set[int] | None, nice: int = 0) -> None:
     """A child process: play a slice of the VMs, send the Record back through conn."""
     if cpus:
         os.sched_setaffinity(0, cpus)
+    if nice:
+        os.nice(nice)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     conn.send(("done", asyncio.run(_generate(slice_, conn))))

@@ -22,6 +22,8 @@ protocols playing a slice of the VMs, every VM polling at its own phase of each 
 `--warm-s` seconds it measures `--run-s` seconds (60 s at 60x: an hour of trace). Every child
 stops at the window's end and has DRAIN_S to collect answers; the parent kills what is left.
 With two or more CPUs the server is pinned to CPU 0 and the generators to the others.
+`--nice -15` (as root) lets them preempt other work on a shared machine: without it, the
+figures measure how long the scheduler keeps them waiting (the load average is printed).
 
 Mid-window, one VM approves its group's Scheduled event (a POST from its own address); every
 VM of that group must see Started on its first poll sent after the approval's answer, none
@@ -78,7 +80,8 @@ def serve(args: argparse.Namespace) -> None:
     from replay.clock import SystemClock
     from replay.playback.anchor import Start
     from replay.playback.fleet import FleetOptions
-    from replay.playback.registry import SessionRegistry
+    from replay.playback.registry import DEFAULT, SessionRegistry
+    from replay.playback.session import SessionOptions
     from replay.server.app import make_app
     from replay.store.dataset import default_traces_dir
 
@@ -109,9 +112,15 @@ def serve(args: argparse.Namespace) -> None:
 
     clock = SystemClock()
     traces = default_traces_dir()
-    options = FleetOptions(speed=args.speed, loop=True, start=Start.now)
-    host = fleet_host_for(Path(args.serve), traces, clock, options, not_for_fleets=[])
-    app = make_app(SessionRegistry(traces, clock), clock=clock, fleet_host=host)
+    registry = SessionRegistry(traces, clock)
+    if args.baseline:  # today's single-session server: one replay for every client
+        options = SessionOptions(speed=args.speed, loop=True, start=Start.now)
+        registry.create(DEFAULT, registry.trace("live-migration"), options)
+        app = make_app(registry, clock=clock)
+    else:
+        plays = FleetOptions(speed=args.speed, loop=True, start=Start.now)
+        host = fleet_host_for(Path(args.serve), traces, clock, plays, not_for_fleets=[])
+        app = make_app(registry, clock=clock, fleet_host=host)
     app.on_startup.append(signals)
     web.run_app(
         app,
@@ -196,6 +205,14 @@ def approve_somewhere(port: int, groups: list[list[int]]) -> tuple[int, str, str
     return None
 
 
+def placed(cpus: set[int] | None, nice: int) -> None:
+    """Pin this process to cpus (if any) and raise or lower its priority by nice."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if nice:
+        os.nice(nice)
+
+
 def until(t: float) -> None:
     while (left := t - time.monotonic()) > 0:
         time.sleep(min(left, 0.5))
@@ -213,12 +230,13 @@ def run(args: argparse.Namespace, keep_alive: bool, vms: int) -> dict[str, Any]:
         port = free_port()
         command = [sys.executable, __file__, "--serve", str(fleet), "--port", str(port)]
         command += ["--speed", str(args.speed), "--stats", str(stats_path)]
+        command += ["--baseline"] if args.baseline else []
         server = subprocess.Popen(
             command,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {cpus[0]})) if pin else None,
+            preexec_fn=lambda: placed({cpus[0]} if pin else None, args.nice),
         )
         assert server.stderr is not None
         children: list[tuple[Any, Any]] = []
@@ -228,8 +246,9 @@ def run(args: argparse.Namespace, keep_alive: bool, vms: int) -> dict[str, Any]:
                     break
             else:
                 raise RuntimeError("the server did not start")
-            # keep reading what the server says, so a full pipe never blocks it
-            threading.Thread(target=server.stderr.read, daemon=True).start()
+            # keep reading what the server says, so a full pipe never blocks it; keep its end
+            said: list[str] = []
+            threading.Thread(target=lambda: said.extend(server.stderr or []), daemon=True).start()
             rss_start, _ = memory_mb(server.pid)
             context = multiprocessing.get_context("fork")
             share = -(-vms // procs)
@@ -237,7 +256,9 @@ def run(args: argparse.Namespace, keep_alive: bool, vms: int) -> dict[str, Any]:
             for first in range(0, vms, share):
                 parent, child = context.Pipe()
                 part = Slice(first, min(share, vms - first), vms, "127.0.0.1", port, keep_alive)
-                proc = context.Process(target=generate, args=(part, child, gen_cpus), daemon=True)
+                proc = context.Process(
+                    target=generate, args=(part, child, gen_cpus, args.nice), daemon=True
+                )
                 proc.start()
                 children.append((proc, parent))
             connected = 0
@@ -254,7 +275,7 @@ def run(args: argparse.Namespace, keep_alive: bool, vms: int) -> dict[str, Any]:
             cpu_start = cpu_s(server.pid)
             until(start + args.run_s * 0.3)
             try:
-                probe = approve_somewhere(port, members)
+                probe = None if args.baseline else approve_somewhere(port, members)
             except (OSError, RuntimeError) as exc:
                 print(f"approval probe failed: {exc}", flush=True)
                 probe = None
@@ -277,6 +298,8 @@ def run(args: argparse.Namespace, keep_alive: bool, vms: int) -> dict[str, Any]:
                 if proc.is_alive():
                     proc.kill()
             stop(server)
+            for line in said[-5:] if "said" in locals() else []:
+                print(f"  server: {line.rstrip()}")
     if len(records) != len(children):
         raise RuntimeError(f"{len(children) - len(records)} generators sent no results")
     return summarize(
@@ -331,6 +354,7 @@ def summarize(
         "server_ms": {k: server[k] * 1000 for k in ("p50", "p99", "max") if k in server},
         "server_requests": server.get("count"),
         "server_cpu_pct": 100 * server_cpu_s / args.run_s,
+        "server_cpu_us_per_request": 1e6 * server_cpu_s / max(1, server.get("count") or 0),
         "generator_cpu_s": [round(r.cpu_s, 1) for r in records],
         "rss_mb": {"start": rss_start, "end": rss, "peak": hwm},
     }
@@ -361,8 +385,9 @@ def summarize(
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     c, s, a = result["client_ms"], result["server_ms"], result.get("approval")
+    kind = "today's single-session server" if args.baseline else "fleet"
     print(
-        f"\n== {result['mode']}: {result['vms']} VMs in {result['groups']} groups, "
+        f"\n== {kind}, {result['mode']}: {result['vms']} VMs in {result['groups']} groups, "
         f"{args.run_s:g} s at {args.speed:g}x after {args.warm_s:g} s warm-up, "
         f"{result['generators']} generator process(es)"
     )
@@ -380,7 +405,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         f"server  p50 {s.get('p50', 0):.3f} ms  p99 {s.get('p99', 0):.3f} ms  "
         f"max {s.get('max', 0):.1f} ms  ({result['server_requests']} requests, "
-        f"CPU {result['server_cpu_pct']:.0f} %)"
+        f"CPU {result['server_cpu_pct']:.0f} %, {result['server_cpu_us_per_request']:.0f} us each)"
     )
     rss = result["rss_mb"]
     print(
@@ -393,7 +418,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(
             f"approval by {a['by']} ({a['group']}): {a['started_on_next_poll']}/{a['group_vms']} "
             f"VMs saw Started on their next poll, {a['late']} later; "
-            f"{a['polled_after']} polled after it, the last {a['next_poll_within_s']:.3f} s after"
+            f"{a['polled_after']} polled after it, the last {a['next_poll_within_s'] or 0:.3f} s "
+            "after"
         )
     else:
         print("approval: no Scheduled event found mid-window (not checked)")
@@ -405,6 +431,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         and a["late"] == 0
         and a["polled_after"] == a["group_vms"],
     }
+    if args.baseline:
+        del goals["0 late after an approval"]  # one session: nothing to propagate
     print("goals: " + ", ".join(f"{k}: {'ok' if v else 'MISSED'}" for k, v in goals.items()))
 
 
@@ -419,7 +447,18 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=60.0)
     parser.add_argument("--procs", type=int, default=0)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for the server and generators (e.g. -15 as root on a shared machine)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="serve one session (live-migration) to every VM instead of the fleet: today's server",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--stats", help=argparse.SUPPRESS)
@@ -427,7 +466,10 @@ def main() -> None:
     if args.serve:
         serve(args)
         return
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        + (f", server and generators at nice {args.nice}" if args.nice else "")
+    )
     results = []
     if args.mode in ("both", "keepalive"):
         results.append(run(args, True, args.vms))

@@ -24,6 +24,7 @@ from replay.server import imds as imds_routes
 from replay.server.imds import (
     HEADERS,
     MAX_BODY,
+    POLL_TARGETS,
     SIMPLE_QUERIES,
     Rejection,
     check_request,
@@ -76,7 +77,7 @@ async def _scheduled_events(
     method, headers = request.method, request.headers
     if method not in ("GET", "POST"):
         return imds_error(405, imds.ERR_METHOD)
-    version = check_request(headers, _query(request))
+    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or _query(request))
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     limiter = fleet.rate_limiter
