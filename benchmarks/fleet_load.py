@@ -3,9 +3,10 @@
 Imported by fleet_scale.py, which runs `generate` in child processes. One child plays a slice
 of the VMs on one asyncio loop with raw protocols (no HTTP client library: its own cost would
 hide the server's). Every VM polls once a second at its own phase (VM i of n at i/n of each
-second), open loop: a poll that is due while the VM still waits for its previous answer is
-counted as an overrun and skipped. Latency runs from sending the request (keep-alive) or from
-starting to connect (new connection per poll) to the last byte of the answer.
+second), open loop, except that a poll due while the VM still waits for its previous answer
+is counted as an overrun and skipped (a handler or a curl loop waits too). Latency runs from
+sending the request (keep-alive) or from starting to connect (new connection per poll) to the
+last byte of the answer.
 
 Bounded: a child stops polling at its window's end, waits at most DRAIN_S for answers in
 flight, and returns; the parent kills it if it has not returned by then.
@@ -126,7 +127,9 @@ class Run:
         self.polls: dict[int, Poll] = {}
         self.in_flight = 0
         self.pending: set[asyncio.Task[None]] = set()
-        """New-connection polls still connecting or waiting for their answer."""
+        """New-connection polls still connecting."""
+        self.busy: set[int] = set()
+        """VMs whose new-connection poll has no answer yet (a curl loop waits for it)."""
 
     def measuring(self, t: float) -> bool:
         return self.window[0] <= t < self.window[1]
@@ -136,6 +139,7 @@ class Run:
         sent = poll.sent
         poll.sent = None
         self.in_flight -= 1
+        self.busy.discard(poll.vm)
         if not self.slice.keep_alive and poll.transport is not None:
             poll.transport.close()
         if sent is None or not self.measuring(poll.due):
@@ -159,6 +163,7 @@ class Run:
         due = poll.due
         poll.sent = None
         self.in_flight -= 1
+        self.busy.discard(poll.vm)
         if self.measuring(due):
             self.record.polls += 1
             self.record.errors += 1
@@ -198,6 +203,7 @@ class Run:
             poll = await asyncio.wait_for(self.connect(vm), timeout=DRAIN_S)
         except (OSError, TimeoutError) as exc:
             self.in_flight -= 1
+            self.busy.discard(vm)
             if self.measuring(due):
                 self.record.polls += 1
                 self.record.errors += 1
@@ -232,6 +238,11 @@ class Run:
                     self.in_flight += 1
                     poll.send(due)
                 else:
+                    if vm in self.busy:
+                        if self.measuring(due):
+                            self.record.overruns += 1
+                        continue
+                    self.busy.add(vm)
                     task = asyncio.create_task(self.poll_new(vm, due))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
