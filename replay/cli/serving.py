@@ -32,6 +32,10 @@ def serve(
     trace: Annotated[
         str | None, typer.Option("--trace", help="Trace name or .parquet path; idle without")
     ] = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option(help="Fleet file (TOML): many VMs, each known by its client address"),
+    ] = None,
     speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
@@ -53,7 +57,8 @@ def serve(
         bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
     ] = False,
     rate_limit: Annotated[
-        int | None, typer.Option(help="IMDS requests per second per client; more get 429")
+        int | None,
+        typer.Option(help="IMDS requests per second per client (per VM of a fleet); more get 429"),
     ] = None,
     warm_up: Annotated[
         float, typer.Option(help="Wall seconds at a session's start answered slowly")
@@ -83,7 +88,7 @@ def serve(
     ] = False,
     traces_dir: TracesDir = None,
 ) -> None:
-    """Serve IMDS Scheduled Events from a trace, on 127.0.0.1:8080 by default.
+    """Serve IMDS Scheduled Events from a trace or a fleet, on 127.0.0.1:8080 by default.
 
     Example: imds-replay serve --trace live-migration --speed dev
     """
@@ -124,11 +129,25 @@ def serve(
     clock = SystemClock()
     directory = resolve_dir(traces_dir)
     registry = SessionRegistry(
-        directory, clock, rate_limit=rate_limit, warm_up_s=warm_up, token=token
+        directory, clock, rate_limit=None if fleet else rate_limit, warm_up_s=warm_up, token=token
     )
     factor = parse_speed(speed)
     names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
-    if trace is not None:
+    fleet_host = None
+    if fleet is not None:
+        from replay.cli.fleet import fleet_host_for
+        from replay.playback.fleet import FleetOptions
+
+        given = {"--trace": trace, "--resources": resources, "--faults": faults}
+        plays = FleetOptions(factor, loop, start, approval_delay, recorded_approvals, rate_limit)
+        fleet_host = fleet_host_for(
+            fleet,
+            directory,
+            clock,
+            plays,
+            not_for_fleets=[k for k, v in given.items() if v] + ["--warm-up"] * (warm_up > 0),
+        )
+    elif trace is not None:
         t = load_trace(directory, trace)
         registry.add_trace(t)
         options = SessionOptions(
@@ -187,7 +206,12 @@ def serve(
     try:
         with address:
             web.run_app(
-                make_app(registry, clock=clock, allowed_hosts=[host, *(allowed_host or [])]),
+                make_app(
+                    registry,
+                    clock=clock,
+                    allowed_hosts=[host, *(allowed_host or [])],
+                    fleet_host=fleet_host,
+                ),
                 host=host,
                 port=port,
                 print=ready,

@@ -7,6 +7,8 @@
 - `reference`: the shipped reference scenarios (scenarios.json) as traces.
 - `faults`: fault playbooks and the per-client rate limiter, as data and pure draws.
 - `speed`: speed factors as users write them.
+- `fleet`: the fleet file (groups, VMs and their addresses), VM identities, fleet traces.
+- `rollout`: a group's events rolled out per fault domain (or together) as a schedule.
 
 May import: the standard library, orjson, replay.errors. Not aiohttp, pyarrow, pandas, or the
 clock (a test keeps them out).

@@ -7,6 +7,8 @@
 - `status`: a session's status as JSON values.
 - `registry`: the named sessions of one server and the traces they play.
 - `push`: outbound push of a replay to a WebSocket server or webhook.
+- `fleet`, `fleet_members`, `fleet_host`, `fleet_status`: many VMs on one anchor, their
+  timelines and shared approvals, a server's fleet slot, and its status.
 
 May import: replay.errors, replay.clock, replay.core, replay.store.
 """

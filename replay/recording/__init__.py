@@ -5,6 +5,7 @@
 - `episodes`, `parse`: capture files and logs into episodes.
 - `ingest`: episodes into labelled traces in the store.
 - `synth`, `synth_write`: synthetic traces drawn from the reference or captured timings.
+- `fleet_traces`: captures of several VMs that saw the same events into one fleet trace.
 
 May import: replay.errors, replay.clock, replay.core, replay.store.
 """

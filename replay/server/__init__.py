@@ -6,6 +6,8 @@
 - `control`: the control API under /replay/; `openapi`: its description.
 - `fanout`, `streams`: push to WebSocket and Server-Sent Events subscribers.
 - `page`: the control page and its static/ ES modules (no build step).
+- `fleet`, `fleet_control`: a fleet's IMDS routes (by client address, /vm/{name}/), its
+  push streams and page, and its control API under /replay/fleet.
 - `app`: make_app, the one route list, and what is made and closed with the app.
 - `linklocal`: serving at 169.254.169.254 itself (`serve --link-local`): the probe for a real
   IMDS, and the address on the loopback interface (rtnetlink, standard library only).

@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from replay.cpus import usable_cpus
-from replay.playback.registry import SessionRegistry
 from replay.playback.ticker import Pushed
 
 PER_THREAD_MIN = 32
@@ -163,11 +162,22 @@ class Connection:
         self.queue.put_nowait(message)
 
 
+class Feed(Protocol):
+    def message_now(self) -> bytes: ...
+
+
+class Publisher(Protocol):
+    """Where a Fanout's documents come from: the sessions (SessionRegistry) or a fleet's VMs."""
+
+    def get(self, name: str, /) -> Feed | None: ...
+    def subscribe(self, name: str, listener: Callable[[Pushed], None], /) -> Callable[[], None]: ...
+
+
 class Fanout:
-    """The connections subscribed to one session name, grouped by wire format."""
+    """The connections subscribed to one session (or VM) name, grouped by wire format."""
 
     def __init__(
-        self, registry: SessionRegistry, name: str, pool: ThreadPoolExecutor | None = None
+        self, registry: Publisher, name: str, pool: ThreadPoolExecutor | None = None
     ) -> None:
         self.registry = registry
         self.name = name

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from replay.clock import Clock
+from replay.playback.fleet_host import FleetHost
 from replay.playback.registry import SessionRegistry
 
 if TYPE_CHECKING:
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 REGISTRY = web.AppKey("registry", SessionRegistry)
 """The sessions and traces this server plays."""
 CLOCK = web.AppKey("clock", Clock)
+FLEET = web.AppKey("fleet", FleetHost)
+"""The fleet this server plays, if any (replay.server.fleet routes its IMDS requests)."""
 ALLOWED_HOSTS = web.AppKey("allowed_hosts", frozenset[str])
 """Host names (lower case, no port) the control API, page and streams answer to, besides
 loopback names and IP literals."""

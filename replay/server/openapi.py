@@ -59,6 +59,48 @@ def _session_path(summary: str, body: dict[str, Any] | None = None) -> dict[str,
     return {"parameters": [_SESSION], "post": _op(summary, body)}
 
 
+_VM = {"name": "vm", "in": "path", "required": True, "schema": {"type": "string"}}
+_FLEET = {
+    **{k: v for k, v in _CREATE.items() if k not in ("name", "trace", "resources")},
+    "fleet": {"type": "object", "description": "The fleet file's tables: group, vm"},
+    "rate_limit": {"type": "integer", "minimum": 1},
+}
+FLEET_PATHS: dict[str, Any] = {
+    "/replay/fleet": {
+        "get": _op("The fleet's status: its anchor, groups, VMs and approvals"),
+        "post": _op("Load (or replace) the fleet", _FLEET, ok=201),
+        "delete": _op("Stop and remove the fleet"),
+    },
+    "/replay/fleet/pause": {"post": _op("Pause the fleet's trace time")},
+    "/replay/fleet/resume": {"post": _op("Resume the fleet's trace time")},
+    "/replay/fleet/step": {"post": _op("Jump to the fleet's next transition")},
+    "/replay/fleet/seek": {
+        "post": _op(
+            "Seek every VM to an offset of the current round, or to the next transition",
+            {"offset_s": {"type": "number", "minimum": 0}, "next": {"type": "boolean"}},
+        )
+    },
+    "/replay/fleet/advance": {
+        "post": _op(
+            "Move the fleet's trace time forward by seconds, or to the next transition",
+            {"seconds": {"type": "number", "minimum": 0}},
+        )
+    },
+    "/replay/fleet/speed": {"post": _op("Change the fleet's speed", {"speed": _SPEED})},
+    "/replay/fleet/vms/{vm}": {"parameters": [_VM], "get": _op("A VM's status and document")},
+    "/replay/fleet/vms/{vm}/approve": {
+        "parameters": [_VM],
+        "post": _op(
+            "Approve EventIds as this VM (they start for all their Resources)",
+            {"event_ids": {"type": "array", "items": {"type": "string"}}},
+        ),
+    },
+    "/replay/fleet/vms/{vm}/documents": {
+        "parameters": [_VM],
+        "get": _op("The last 256 documents this VM was served, in order"),
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "imds-replay control API", "version": "1"},
@@ -98,5 +140,6 @@ SPEC: dict[str, Any] = {
             "parameters": [_SESSION],
             "get": _op("The last 256 documents the session's IMDS endpoint served, in order"),
         },
+        **FLEET_PATHS,
     },
 }

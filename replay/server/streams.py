@@ -14,25 +14,33 @@ from collections.abc import Iterator
 from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
-from replay.server.fanout import SSE_EVENT, Connection, Fanout, sse_chunk, text_frame
+from replay.server.fanout import (
+    SSE_EVENT,
+    Connection,
+    Fanout,
+    Publisher,
+    sse_chunk,
+    text_frame,
+)
 from replay.server.keys import FANOUT_POOL, FANOUTS, REGISTRY
 from replay.server.middlewares import control_error
 
 
 @contextlib.contextmanager
-def subscribed(request: web.Request, conn: Connection) -> Iterator[Connection]:
-    """Add a connection to its session's Fanout for the duration of the block."""
+def subscribed(
+    request: web.Request, conn: Connection, source: Publisher, name: str, key: str
+) -> Iterator[Connection]:
+    """Add a connection to the Fanout of source's name (FANOUTS[key]) for the block."""
     fanouts = request.app[FANOUTS]
-    name = request.match_info["session"]
-    fanout = fanouts.get(name)
+    fanout = fanouts.get(key)
     if fanout is None:
-        fanout = fanouts[name] = Fanout(request.app[REGISTRY], name, request.app.get(FANOUT_POOL))
+        fanout = fanouts[key] = Fanout(source, name, request.app.get(FANOUT_POOL))
     fanout.add(conn)
     try:
         yield conn
     finally:
-        if fanout.remove(conn) and fanouts.get(name) is fanout:
-            del fanouts[name]
+        if fanout.remove(conn) and fanouts.get(key) is fanout:
+            del fanouts[key]
 
 
 def _missing(request: web.Request) -> web.Response | None:
@@ -48,11 +56,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     missing = _missing(request)
     if missing is not None:
         return missing
+    name = request.match_info["session"]
+    return await stream_websocket(request, request.app[REGISTRY], name, name)
+
+
+async def stream_websocket(
+    request: web.Request, source: Publisher, name: str, key: str
+) -> web.StreamResponse:
+    """A WebSocket that gets source's name's current document, then each new one."""
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     transport = None if ws.compress else request.transport
     assert transport is None or isinstance(transport, asyncio.Transport)
-    with subscribed(request, Connection(transport, text_frame)) as conn:
+    with subscribed(request, Connection(transport, text_frame), source, name, key) as conn:
 
         async def send() -> None:
             while True:
@@ -75,12 +91,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     missing = _missing(request)
     if missing is not None:
         return missing
+    name = request.match_info["session"]
+    return await stream_events(request, request.app[REGISTRY], name, name)
+
+
+async def stream_events(
+    request: web.Request, source: Publisher, name: str, key: str
+) -> web.StreamResponse:
+    """Server-Sent Events: source's name's current document, then each new one."""
     async with sse_response(request) as sse:
         # a chunked, uncompressed response (HTTP/1.1) takes direct writes; others the queue
         direct = sse.chunked and not sse.compression
         transport = request.transport if direct else None
         assert transport is None or isinstance(transport, asyncio.Transport)
-        with subscribed(request, Connection(transport, sse_chunk)) as conn:
+        with subscribed(request, Connection(transport, sse_chunk), source, name, key) as conn:
             while sse.is_connected():
                 await sse.send((await conn.queue.get()).decode(), event=SSE_EVENT)
     return sse

@@ -2,7 +2,8 @@
 running a handler unmodified.
 
 Installing imds-replay registers `replay.testing.plugin` with pytest (entry point pytest11),
-which provides the `imds_replay` fixture.
+which provides the `imds_replay` fixture. `fleet`: FleetClient and FleetVm, to drive a fleet
+and poll or approve as one of its VMs.
 
 - `client`: ReplayClient, for the control API.
 - `plugin`: the `imds_replay` fixture (a server per test, or one shared, a session per test).

@@ -26,6 +26,7 @@ from replay.playback.session import IDLE_TRACE, SessionOptions
 from replay.server.app import make_app
 from replay.store.dataset import default_traces_dir
 from replay.testing.client import ReplayClient
+from replay.testing.fleet import FleetClient, FleetSource, FleetVm
 from replay.testing.report import Expectation, RunReport
 from replay.testing.run import Ending, ReplaySpec, run_in_namespace, stdin_of
 from replay.testing.sandbox import StdIO
@@ -79,6 +80,23 @@ class Replay:
 
     def status(self) -> dict[str, Any]:
         return self.server.client.status(self.name)
+
+    @property
+    def fleet(self) -> FleetClient:
+        """The server's fleet: start it, move its time, list approvals (one fleet per server)."""
+        return self.server.fleet_client
+
+    def start_fleet(
+        self, fleet: FleetSource, speed: float | str = 60, virtual: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Play a fleet (a fleet file's path, its TOML text, or its tables) on this server; each
+        VM is then reachable by name with vm(name)."""
+        start = "virtual" if virtual else "now"
+        return self.fleet.start(fleet, speed=speed, start=start, **options)
+
+    def vm(self, name: str) -> FleetVm:
+        """A VM of the fleet: `.url` for the code under test, `.poll()`, `.approve(...)`."""
+        return self.fleet.vm(name)
 
     def run(
         self,
@@ -135,6 +153,8 @@ class ReplayServer(Replay):
         self.registry = SessionRegistry(traces_dir or default_traces_dir(), SystemClock())
         self.base_url = ""
         self.client = ReplayClient()
+        self.fleet_client = FleetClient()
+        """The server's fleet (one per server): start it, move its time, list approvals."""
 
     def call_async(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = 30.0) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
@@ -163,6 +183,7 @@ class ReplayServer(Replay):
 
         self.base_url = f"http://127.0.0.1:{self.call_async(start())}"
         self.client = ReplayClient(self.base_url)
+        self.fleet_client = FleetClient(self.base_url)
         return self
 
     def fresh(self) -> Replay:

@@ -1,0 +1,366 @@
+"""A running fleet: one anchor for every VM, each group's rollout on it, approvals shared.
+
+The fleet keeps one anchor (replay.playback.anchor): pause, seek, step, advance and speed move
+every VM at once. A fleet round is as long as its longest group; a shorter group holds its
+last (empty) document until the round ends, and a looping fleet starts every group again
+together. A polled document is computed from the anchor at request time, as a Session does;
+the ticker only pushes.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from replay.clock import Clock
+from replay.core.faults import RateLimiter
+from replay.core.fleet import FleetPlan
+from replay.core.imds import LATEST_VERSION, render
+from replay.core.schedule import Transition
+from replay.errors import ReplayError
+from replay.playback.anchor import VIRTUAL_EPOCH, Anchor, Start, State
+from replay.playback.fleet_members import NO_GROUP, GroupReplay, Listener, Timeline, VmReplay
+from replay.playback.rounds import RoundOptions, ScheduleCache
+from replay.playback.session import APPROVALS_KEPT, MAX_ADVANCE_S, Served
+from replay.playback.ticker import Pushed, Ticker, log_line, push_message
+
+
+@dataclass
+class FleetOptions:
+    speed: float = 1.0
+    loop: bool = False
+    start: Start = Start.first_request
+    approval_delay_s: float = 0.0
+    """Trace seconds between an approval and the event's start."""
+    recorded_approvals: bool = False
+    """Play the capture's own approvals in every fault domain's wave."""
+    rate_limit: int | None = None
+    """IMDS requests per second per VM; more get 429 (off when None)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetApproval:
+    """A POST that started events: who sent it, and where the fleet was."""
+
+    vm: str
+    group: str
+    event_id: str
+    round: int
+    offset_s: float
+
+
+class Fleet:
+    """Every VM of a fleet file, replayed on one anchor."""
+
+    status_version = LATEST_VERSION
+    """The api-version that status and push see documents in."""
+
+    def __init__(
+        self,
+        plan: FleetPlan,
+        clock: Clock,
+        options: FleetOptions | None = None,
+        listeners: dict[str, set[Listener]] | None = None,
+    ) -> None:
+        self.options = options = options or FleetOptions()
+        if options.speed <= 0:
+            raise ReplayError(f"speed must be positive, got {options.speed}")
+        self.name = plan.source
+        self.plan = plan
+        self.clock = clock
+        self.speed = options.speed
+        per_group = RoundOptions(options.approval_delay_s, options.recorded_approvals)
+        cache = ScheduleCache()
+        self.groups = {g.group: GroupReplay(g, per_group, cache) for g in plan.groups}
+        self.timelines: list[Timeline] = [t for g in self.groups.values() for t in g.distinct()]
+        self.duration_s = max(g.duration_s for g in self.groups.values())
+        self.looping = options.loop and self.duration_s > 0
+        self.listeners = {} if listeners is None else listeners
+        """Push listeners by VM name (a server's host keeps them across fleets)."""
+        self.vms: dict[str, VmReplay] = {}
+        self.by_address: dict[str, VmReplay] = {}
+        for identity in plan.identities:
+            group = self.groups[identity.group]
+            timeline = group.timelines[identity.name]
+            heard = self.listeners.setdefault(identity.name, set())
+            vm = VmReplay(identity, group, timeline, heard)
+            timeline.vms.append(vm)
+            self.vms[vm.name] = vm
+            self.by_address[identity.address] = vm
+        self.subscribers: set[Listener] = set().union(*(vm.listeners for vm in self.vms.values()))
+        """Every VM's listeners: the ticker stays awake before a transition when any exist."""
+        self.approvals: deque[FleetApproval] = deque(maxlen=APPROVALS_KEPT)
+        self.rate_limiter = RateLimiter(options.rate_limit) if options.rate_limit else None
+        self.anchor = Anchor(clock.now(), clock.wall(), 0.0, self.speed, False)
+        self.state = State.waiting
+        self.ticker = Ticker(self, "fleet")
+        self.served_any = False
+        if options.start is Start.now:
+            self._set_anchor(0.0, State.running)
+        elif options.start is Start.virtual:
+            self._set_anchor(0.0, State.virtual)
+
+    # -- time ------------------------------------------------------------------------------
+    def _set_anchor(self, pos: float, state: State) -> None:
+        now = self.clock.now()
+        if state is State.virtual:
+            base = self.plan.groups[0].started_at or VIRTUAL_EPOCH
+            wall = base + timedelta(seconds=pos / self.speed)
+        else:
+            wall = self.clock.wall()
+        self.anchor = Anchor(now, wall, pos, self.speed, state is State.running)
+        self.state = state
+        for timeline in self.timelines:
+            timeline.forget()
+        self.ticker.restart()
+        self.announce()
+
+    def position(self, now: float | None = None) -> float:
+        """Trace seconds since the fleet's start, across loop rounds."""
+        pos = self.anchor.position(self.clock.now() if now is None else now)
+        return pos if self.looping else min(pos, self.duration_s)
+
+    def split(self, pos: float) -> tuple[int, float]:
+        """(round, offset in the round) of a position."""
+        if not self.looping:
+            return 0, min(pos, self.duration_s)
+        rnd = int(pos // self.duration_s)
+        return rnd, pos - rnd * self.duration_s
+
+    def wall_of(self, pos: float) -> datetime:
+        return self.anchor.wall_of(pos)
+
+    def mono_of(self, pos: float) -> float:
+        return self.anchor.mono_of(pos)
+
+    def touch(self) -> None:
+        """An IMDS request arrived: a fleet waiting for its first request starts now."""
+        if self.state is State.waiting:
+            self._set_anchor(0.0, State.running)
+
+    def pause(self) -> None:
+        if self.state is State.running:
+            self._set_anchor(self.position(), State.paused)
+
+    def resume(self) -> None:
+        """Let trace time run again; a finished fleet starts over from the beginning."""
+        if self.state is State.finished:
+            self._set_anchor(0.0, State.running)
+        elif self.state in (State.paused, State.virtual, State.waiting):
+            self._set_anchor(self.anchor.pos, State.running)
+
+    def rebase(self) -> None:
+        """Start a `now` fleet's clock again if nobody has polled it yet (server start-up)."""
+        if self.options.start is Start.now and self.state is State.running and not self.served_any:
+            self._set_anchor(0.0, State.running)
+
+    def set_speed(self, speed: float) -> None:
+        if speed <= 0:
+            raise ReplayError(f"speed must be positive, got {speed}")
+        pos = self.position()
+        self.speed = speed
+        self._set_anchor(pos, self.state)
+
+    def seek(self, offset_s: float) -> None:
+        """Move every VM to an offset (trace seconds) of the current round."""
+        if not 0 <= offset_s <= self.duration_s:
+            raise ReplayError(
+                f"offset {offset_s:g} s is outside the fleet (0 to {self.duration_s:g} s)"
+            )
+        rnd, _ = self.split(self.position())
+        moving = self.state in (State.waiting, State.finished)
+        self._set_anchor(rnd * self.duration_s + offset_s, State.running if moving else self.state)
+
+    def next_transition(self) -> float | None:
+        """Position (trace seconds, across rounds) of the next change of any VM's document."""
+        rnd, off = self.split(self.position())
+        found = [
+            nxt
+            for timeline in self.timelines
+            if (nxt := timeline.schedule(rnd).next_offset_after(off)) is not None
+            and nxt <= self.duration_s
+        ]
+        if found:
+            return rnd * self.duration_s + min(found)
+        if self.looping:
+            later = [
+                nxt
+                for timeline in self.timelines
+                if (nxt := timeline.schedule(rnd + 1).next_offset_after(0.0)) is not None
+            ]
+            return (rnd + 1) * self.duration_s + min(later) if later else None
+        return None
+
+    def step(self) -> float | None:
+        """Jump to the next transition; a waiting fleet becomes paused there."""
+        nxt = self.next_transition()
+        if nxt is None:
+            return None
+        self._set_anchor(nxt, State.paused if self.state is State.waiting else self.state)
+        return nxt
+
+    def advance(self, seconds: float | None = None) -> float:
+        """Move trace time forward by seconds, or to the next transition; return the position."""
+        if seconds is None:
+            return self.step() or self.position()
+        if not 0 <= seconds <= MAX_ADVANCE_S:
+            raise ReplayError(f"advance takes 0 to {MAX_ADVANCE_S:g} trace seconds at a time")
+        pos = self.position() + seconds
+        if not self.looping:
+            pos = min(pos, self.duration_s)
+        self._set_anchor(pos, State.paused if self.state is State.waiting else self.state)
+        return pos
+
+    # -- documents -------------------------------------------------------------------------
+    def served(self, timeline: Timeline, version: str) -> tuple[Served, int, int]:
+        """A timeline's current document for an api-version, with its (round, index)."""
+        rnd, off = self.split(self.position())
+        sched = timeline.schedule(rnd)
+        index = sched.index_at(off)
+        key = (rnd, index, version)
+        served = timeline.rendered.get(key)
+        if served is None:
+            if timeline.rendered and next(iter(timeline.rendered))[0] != rnd:
+                timeline.rendered.clear()
+            served = self._render(timeline, rnd, sched.transitions[index], version)
+            timeline.rendered[key] = served
+        return served, rnd, index
+
+    def current(self, vm: VmReplay, version: str) -> Served:
+        """What a VM would see now (not counted as served)."""
+        return NO_GROUP if vm.timeline is None else self.served(vm.timeline, version)[0]
+
+    def poll(self, vm: VmReplay, version: str) -> Served:
+        """An IMDS GET from a VM: touch(), then its current document, counted as served."""
+        vm.polls += 1
+        fast = vm.fast
+        if fast is not None and self.clock.now() < fast[0] and fast[1] == version:
+            return fast[2]
+        self.touch()
+        self.served_any = True
+        timeline = vm.timeline
+        if timeline is None:
+            return NO_GROUP
+        served, rnd, index = self.served(timeline, version)
+        if vm.last_served != (rnd, index):
+            vm.last_served = (rnd, index)
+            if not vm.documents or vm.documents[-1] != served.body:
+                vm.documents.append(served.body)
+        if self.state is not State.waiting:
+            vm.fast = (self._current_until(timeline, rnd, index), version, served)
+        return served
+
+    def _current_until(self, timeline: Timeline, rnd: int, index: int) -> float:
+        """Monotonic instant at which a timeline's transition stops being current."""
+        if self.state is not State.running:
+            return math.inf  # only re-anchoring moves a stopped fleet, and that drops the shortcut
+        offsets = timeline.schedule(rnd).offsets
+        nxt = offsets[index + 1] if index + 1 < len(offsets) else None
+        if self.looping:
+            nxt = self.duration_s if nxt is None else min(nxt, self.duration_s)
+        elif nxt is None:
+            return math.inf
+        return self.mono_of(rnd * self.duration_s + nxt)
+
+    def _render(self, timeline: Timeline, rnd: int, transition: Transition, version: str) -> Served:
+        base = rnd * self.duration_s
+        rounds = timeline.rounds
+        body = render(
+            transition,
+            version,
+            event_id=lambda eid: rounds.event_id(rnd, eid),
+            wall_of=lambda offset: self.wall_of(base + offset),
+            resources=None,
+        )
+        etag = f'"{transition.incarnation}-{_crc(body)}"'
+        return Served(body, etag, transition.incarnation)
+
+    def approve(self, vm: VmReplay, event_ids: Sequence[str]) -> list[str]:
+        """A VM approves EventIds for its whole group; returns the ones it cannot see (then
+        nothing is approved). Approving again, or an event already gone, changes nothing."""
+        group, own = vm.group, vm.timeline
+        if group is None or own is None:
+            return list(event_ids)
+        self.served(own, LATEST_VERSION)  # every EventId shown so far is known
+        unknown = [e for e in event_ids if e not in own.rounds.served_ids]
+        if unknown:
+            return unknown
+        rnd, off = self.split(self.position())
+        changed: set[int] = set()
+        for served in event_ids:
+            event_rnd, original = own.rounds.served_ids[served]
+            if event_rnd != rnd:
+                continue  # a finished round: that event is long gone
+            started = [t for t in group.distinct() if t.rounds.approve(rnd, off, original)]
+            if started:
+                changed.update(id(t) for t in started)
+                self.approvals.append(FleetApproval(vm.name, group.name, served, rnd, off))
+                log_line(event="approval", vm=vm.name, group=group.name, event_id=served)
+        for timeline in group.distinct():
+            timeline.rounds.end_batch(rnd if id(timeline) in changed else None)
+            if id(timeline) in changed:
+                timeline.forget()
+        if changed:
+            vm.approvals += 1
+            self.ticker.restart()
+            self.announce()
+        return []
+
+    # -- what the ticker drives --------------------------------------------------------------
+    def start_ticker(self) -> None:
+        if not self.ticker.running:
+            self.ticker.restart()
+
+    def stop(self) -> None:
+        self.ticker.stop()
+
+    def finish(self) -> None:
+        """The fleet reached its end: hold the last documents."""
+        self.state = State.finished
+        end = self.duration_s
+        self.anchor = Anchor(self.clock.now(), self.wall_of(end), end, self.speed, False)
+
+    def prepare(self, pos: float) -> None:
+        """Before a transition's deadline, build every group's schedule of its round."""
+        rnd, _ = self.split(pos)
+        for timeline in self.timelines:
+            timeline.schedule(rnd)
+
+    def announce(self, deadline: float | None = None) -> None:
+        """Push each timeline whose document changed to its VMs' listeners, and log it."""
+        pos = self.position()
+        lateness = 0.0 if deadline is None else self.clock.now() - deadline
+        at = self.wall_of(pos) if deadline is None else self.anchor.wall_of_mono(deadline)
+        for timeline in self.timelines:
+            served = self.served(timeline, self.status_version)[0]
+            if timeline.last_pushed == served.incarnation:
+                continue
+            timeline.last_pushed = served.incarnation
+            if any(vm.listeners for vm in timeline.vms):
+                message = push_message(served.body, at)
+                for vm in timeline.vms:
+                    if vm.listeners:
+                        pushed = Pushed(vm.name, served.body, at, lateness, message)
+                        for listener in list(vm.listeners):
+                            listener(pushed)
+            log_line(
+                event="transition",
+                group=timeline.group,
+                vms=len(timeline.vms),
+                offset_s=self.split(pos)[1],
+                incarnation=served.incarnation,
+                lateness_ms=round(lateness * 1000, 3),
+            )
+
+    def message_now(self, vm: VmReplay) -> bytes:
+        """The push message of a VM's current document (what a new subscriber gets first)."""
+        served = self.current(vm, self.status_version)
+        return push_message(served.body, self.wall_of(self.position()))
+
+
+def _crc(body: bytes) -> str:
+    return f"{zlib.crc32(body):08x}"
