@@ -72,7 +72,7 @@ def scheduled_trace(scheduled_s: float, not_before_s: int, started_s: float) -> 
 # -- NotBefore through the anchor ----------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     speed=st.one_of(st.sampled_from(SPEEDS), st.floats(0.01, 10_000)),
     scheduled_s=st.integers(1, 3600),
