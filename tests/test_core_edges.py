@@ -6,6 +6,7 @@ change of the core went unnoticed by every other test.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from replay.core.faults import (
     parse_playbook,
 )
 from replay.core.imds import error_body, instance_document, parse_start_requests
+from replay.core.schedule import Schedule, build_schedule
 from replay.core.speed import parse_speed
 from replay.core.timeline import Snapshot, Trace, trace_problems
 from replay.errors import ReplayError, SpeedError
@@ -240,3 +242,93 @@ def test_a_boolean_incarnation_is_not_an_integer() -> None:
     assert problems(Trace("t", "s", (snaps[0], bad, *snaps[2:]))) == [
         "document 1 (offset 10 s): DocumentIncarnation must be an integer, got True"
     ]
+
+
+def test_a_playbook_error_names_its_source_and_window() -> None:
+    with pytest.raises(PlaybookError) as bad:
+        parse_playbook({})
+    assert message(bad) == "playbook: a playbook is a JSON list of windows"
+    with pytest.raises(PlaybookError) as bad:
+        parse_playbook([{"from_s": "a", "to_s": 1, "drop": True}], "f.json")
+    assert message(bad) == "f.json: window 0: 'from_s' must be a number of seconds, got 'a'"
+
+
+# -- schedules: approvals at their edges -----------------------------------------------------
+
+
+def doc_at(schedule: Schedule, offset_s: float) -> list[tuple[str, str, float | None]]:
+    return [(s.event_id, s.status, s.not_before_s) for s in schedule.at(offset_s).events]
+
+
+MOVED_NOTICE = trace_of(  # E1's NotBefore moves from 600 to 650 at 100 s; Started at 650
+    [
+        (0, []),
+        (10, [event(not_before_s=600)]),
+        (100, [event(not_before_s=650)]),
+        (650, [event(status="Started")]),
+        (700, []),
+    ]
+)
+
+
+def test_without_a_wall_clock_start_notbefore_falls_back_to_the_start_or_the_end() -> None:
+    started = replace(MOVED_NOTICE, started_at=None)
+    assert doc_at(build_schedule(started), 20) == [("E1", "Scheduled", 650)]
+    cancelled = replace(
+        trace_of(
+            [
+                (0, []),
+                (10, [event(not_before_s=600)]),
+                (100, [event(not_before_s=900)]),
+                (500, []),
+            ]
+        ),
+        started_at=None,
+    )
+    assert doc_at(build_schedule(cancelled), 20) == [("E1", "Scheduled", 500)]
+
+
+def test_an_approval_at_the_offset_the_event_appears_starts_it() -> None:
+    schedule = build_schedule(simple_trace(), [(10.0, "E1", 0)])
+    assert doc_at(schedule, 10) == [("E1", "Started", None)]
+    assert doc_at(schedule, 99.9) == [("E1", "Started", None)]
+    assert doc_at(schedule, 100) == []
+
+
+def test_an_approval_half_a_second_before_the_start_still_moves_it() -> None:
+    schedule = build_schedule(simple_trace(), [(609.5, "E1", 0)])
+    assert doc_at(schedule, 609.5) == [("E1", "Started", None)]
+    assert doc_at(schedule, 699.5) == []
+
+
+def test_approvals_before_the_event_or_after_it_change_nothing() -> None:
+    trace = simple_trace()
+    plain = build_schedule(trace)
+    assert build_schedule(trace, [(5.0, "E1", 0)]) == plain
+    assert build_schedule(trace, [(650.0, "E1", 0), (700.0, "E1", 1)]) == plain
+
+
+def test_an_approved_event_whose_notice_would_have_moved_stays_started() -> None:
+    schedule = build_schedule(MOVED_NOTICE, [(50.0, "E1", 0)])
+    assert doc_at(schedule, 50) == [("E1", "Started", None)]
+    assert doc_at(schedule, 99.9) == [("E1", "Started", None)]  # not Scheduled again at 100
+    assert doc_at(schedule, 100) == []  # 50 s after the start, as in the trace
+
+
+def test_an_approved_cancelled_event_is_started_until_it_vanished_or_a_second_at_least() -> None:
+    e2 = event("E2", not_before_s=1500)
+    trace = trace_of([(0, []), (10, [event(not_before_s=900)]), (500, []), (700, [e2]), (800, [])])
+    now = build_schedule(trace, [(100.0, "E1", 0)])
+    assert doc_at(now, 100) == doc_at(now, 499.9) == [("E1", "Started", None)]
+    assert doc_at(now, 500) == []
+    late = build_schedule(trace, [(400.0, "E1", 0)], delay_s=150)
+    assert doc_at(late, 400) == [("E1", "Scheduled", 550)]
+    assert doc_at(late, 549.9) == [("E1", "Scheduled", 550)]
+    assert doc_at(late, 550) == doc_at(late, 550.9) == [("E1", "Started", None)]
+    assert doc_at(late, 551) == []
+
+
+def test_a_delay_under_a_second_still_shows_its_notbefore() -> None:
+    schedule = build_schedule(simple_trace(), [(100.0, "E1", 0)], delay_s=0.5)
+    assert doc_at(schedule, 100) == [("E1", "Scheduled", 100.5)]
+    assert doc_at(schedule, 100.5) == [("E1", "Started", None)]

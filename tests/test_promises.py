@@ -234,7 +234,7 @@ def test_approving_old_and_current_ids_together_starts_only_the_current_one() ->
 
 @pytest.mark.parametrize(
     ("speed", "delay_s", "approve_at_s"),
-    [(60, 60, 130), (1, 30, 100.5), (7.3, 300, 42), (0.5, 5, 11)],
+    [(60, 60, 130), (1, 30, 100.5), (7.3, 300, 42), (0.5, 5, 11), (0.5, 0.5, 11)],
 )
 def test_during_an_approval_delay_notbefore_shows_the_start(
     speed: float, delay_s: float, approve_at_s: float
