@@ -22,6 +22,7 @@ from replay.core.faults import (
     parse_playbook,
 )
 from replay.core.imds import error_body, instance_document, parse_start_requests
+from replay.core.reference import reference_table, reference_trace
 from replay.core.schedule import Schedule, build_schedule
 from replay.core.speed import parse_speed
 from replay.core.timeline import Snapshot, Trace, trace_problems
@@ -332,3 +333,18 @@ def test_a_delay_under_a_second_still_shows_its_notbefore() -> None:
     schedule = build_schedule(simple_trace(), [(100.0, "E1", 0)], delay_s=0.5)
     assert doc_at(schedule, 100) == [("E1", "Scheduled", 100.5)]
     assert doc_at(schedule, 100.5) == [("E1", "Started", None)]
+
+
+def test_a_reference_trace_is_named_after_its_scenario() -> None:
+    table = reference_table()
+    assert [row.scenario for row in table.values()] == list(table)
+    trace = reference_trace("spot-eviction")
+    assert (trace.name, trace.scenario, trace.origin) == (
+        "spot-eviction",
+        "spot-eviction",
+        "reference",
+    )
+    assert trace.source == {
+        "table": "replay/core/scenarios.json",
+        "row_origin": table["spot-eviction"].origin,
+    }
