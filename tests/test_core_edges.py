@@ -338,6 +338,8 @@ def test_a_delay_under_a_second_still_shows_its_notbefore() -> None:
 def test_a_reference_trace_is_named_after_its_scenario() -> None:
     table = reference_table()
     assert [row.scenario for row in table.values()] == list(table)
+    assert table["live-migration"].first_seen_status == "Scheduled"  # the table's default
+    assert table["host-failure"].first_seen_status == "Started"
     trace = reference_trace("spot-eviction")
     assert (trace.name, trace.scenario, trace.origin) == (
         "spot-eviction",

@@ -114,6 +114,8 @@ def test_advance_moves_by_its_bounds_and_clamps_only_a_replay_that_ends() -> Non
         with pytest.raises(ReplayError) as bad:
             looping.advance(seconds)
         assert str(bad.value) == "advance takes 0 to 1e+09 trace seconds at a time"
+    waiting = Session("w", simple_trace(), clock, SessionOptions())
+    assert waiting.step() == 10 and waiting.state is State.paused
     stepping = Session("v", simple_trace(), clock, SessionOptions(start=Start.virtual))
     assert stepping.advance() == 10 and stepping.state is State.virtual
 

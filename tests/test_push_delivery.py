@@ -53,7 +53,7 @@ class Receiver:
 
 
 async def deliver(receiver: Receiver, attempts: int = 5) -> tuple[PushReport, JumpingClock]:
-    report, clock = PushReport(), JumpingClock()
+    report, clock = PushReport(delivered=1, failed=1), JumpingClock()  # a document in
     await _post(receiver, "http://h/hook", b"{}", report, clock, attempts, 0.5)  # type: ignore[arg-type]
     return report, clock
 
@@ -62,34 +62,34 @@ async def deliver(receiver: Receiver, attempts: int = 5) -> tuple[PushReport, Ju
 async def test_a_2xx_answer_delivers_at_once_as_json(status: int) -> None:
     receiver = Receiver(status)
     report, clock = await deliver(receiver)
-    assert (report.delivered, report.failed, report.retries, clock.waits) == (1, 0, 0, [])
+    assert (report.delivered, report.failed, report.retries, clock.waits) == (2, 1, 0, [])
     assert receiver.posts == [("http://h/hook", b"{}", {"Content-Type": "application/json"})]
 
 
 async def test_failures_are_retried_with_doubling_backoff_then_reported() -> None:
-    receiver = Receiver(300, 500, 503, 408, 429)
+    receiver = Receiver(300, 500, 429, 408, 503)
     report, clock = await deliver(receiver)
     assert clock.waits == [0.5, 1.0, 2.0, 4.0]
-    assert (report.delivered, report.failed, report.retries) == (0, 1, 4)
-    assert report.errors == ["http://h/hook: HTTP 429"]
+    assert (report.delivered, report.failed, report.retries) == (1, 2, 4)
+    assert report.errors == ["http://h/hook: HTTP 503"]
 
 
 @pytest.mark.parametrize("status", [400, 404, 422, 499])
 async def test_a_refusal_is_not_retried(status: int) -> None:
     receiver = Receiver(status, 204)
     report, clock = await deliver(receiver)
-    assert (report.delivered, report.failed, report.retries, clock.waits) == (0, 1, 0, [])
+    assert (report.delivered, report.failed, report.retries, clock.waits) == (1, 2, 0, [])
     assert report.errors == [f"http://h/hook: HTTP {status}"]
 
 
 async def test_a_connection_error_is_retried_and_named() -> None:
     receiver = Receiver(aiohttp.ClientConnectionError("refused"), TimeoutError("slow"))
     report, _ = await deliver(receiver, attempts=2)
-    assert (report.delivered, report.failed, report.retries) == (0, 1, 1)
+    assert (report.delivered, report.failed, report.retries) == (1, 2, 1)
     assert report.errors == ["http://h/hook: TimeoutError: slow"]
     receiver = Receiver(aiohttp.ClientConnectionError("refused"), 204)
     report, clock = await deliver(receiver, attempts=2)
-    assert (report.delivered, report.failed, report.retries, clock.waits) == (1, 0, 1, [0.5])
+    assert (report.delivered, report.failed, report.retries, clock.waits) == (2, 1, 1, [0.5])
 
 
 class GoneSocket:
@@ -98,11 +98,11 @@ class GoneSocket:
 
 
 async def test_a_websocket_that_went_away_fails_the_push() -> None:
-    report = PushReport(delivered=2)
+    report = PushReport(delivered=2, failed=1)
     with pytest.raises(ReplayError) as bad:
         await _send_ws(GoneSocket(), b"{}", report)  # type: ignore[arg-type]
     assert str(bad.value) == "the WebSocket server went away: reset by peer"
-    assert (report.delivered, report.failed, report.errors) == (2, 1, ["websocket: reset by peer"])
+    assert (report.delivered, report.failed, report.errors) == (2, 2, ["websocket: reset by peer"])
 
 
 @pytest.mark.parametrize(

@@ -124,3 +124,13 @@ def test_traces_by_name_only_and_the_names_listed(traces_dir: Path) -> None:
         registry.trace("live-migration.parquet")
     assert bad.value.name == "live-migration.parquet"
     assert bad.value.suggestions == ["live-migration"]
+
+
+def test_a_subscription_may_come_before_its_session(traces_dir: Path) -> None:
+    registry = SessionRegistry(traces_dir, FakeClock())
+    heard: list[Pushed] = []
+    registry.subscribe("later", heard.append)
+    session = registry.create("later", registry.trace("spot-eviction"), SessionOptions())
+    assert session.subscribers == {heard.append}
+    session.step()
+    assert len(heard) == 1
