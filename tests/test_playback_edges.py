@@ -16,6 +16,7 @@ import pytest
 from replay.clock import FakeClock
 from replay.core.faults import FaultPlan, FaultWindow
 from replay.core.imds import LATEST_VERSION
+from replay.core.reference import reference_trace
 from replay.errors import ReplayError
 from replay.playback.anchor import Anchor, Start, State
 from replay.playback.rounds import RoundOptions, Rounds, ScheduleCache, round_event_id
@@ -143,6 +144,39 @@ def test_an_injected_fault_is_counted_and_logged(caplog: pytest.LogCaptureFixtur
     line = {"event": "fault", "session": "s", "fault": "delay 250 ms", "offset_s": 45.0}
     assert [orjson.loads(r.getMessage()) for r in caplog.records] == [line]
     assert session.fault_counts == {"delay 250 ms": 1}
+
+
+def test_a_change_an_approval_pushes_past_the_end_gives_way_to_the_next_round() -> None:
+    """canceled-maintenance vanishes at 510 s; approved at 400 s with a 200 s delay, its start
+    (600 s) lies past the round's end: the next change is the next round's first."""
+    clock = FakeClock()
+    trace = reference_trace("canceled-maintenance")
+    options = SessionOptions(start=Start.now, loop=True, approval_delay_s=200)
+    session = Session("c", trace, clock, options)
+    clock.advance(400)
+    assert session.approve([trace.event_ids[0]]) == []
+    assert session.next_transition() == 510 + 30
+    clock.advance(1020)  # round 2, 400 s in: nothing approved there
+    assert session.next_transition() == 1020 + 510
+
+
+def test_each_transition_is_logged_as_one_json_line(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    session = now_session(clock, speed=2)
+    with caplog.at_level(logging.INFO, logger="imds_replay"):
+        clock.advance(5.25)
+        session.announce(clock.now() - 0.25)
+        session.pause()
+    lines = [orjson.loads(r.getMessage()) for r in caplog.records]
+    assert lines == [
+        {
+            "event": "transition",
+            "session": "s",
+            "offset_s": 10.5,
+            "incarnation": 2,
+            "lateness_ms": 250.0,
+        },
+    ]
 
 
 def test_an_approval_that_adds_a_change_moves_every_later_round_on() -> None:
