@@ -21,13 +21,13 @@ from replay.core.faults import (
     load_playbook,
     parse_playbook,
 )
-from replay.core.imds import error_body, instance_document, parse_start_requests
+from replay.core.imds import error_body, instance_document, parse_start_requests, render
 from replay.core.reference import reference_table, reference_trace
-from replay.core.schedule import Schedule, build_schedule
+from replay.core.schedule import EventState, Schedule, Transition, build_schedule
 from replay.core.speed import parse_speed
-from replay.core.timeline import Snapshot, Trace, trace_problems
+from replay.core.timeline import Approval, Snapshot, Trace, trace_problems
 from replay.errors import ReplayError, SpeedError
-from tests.helpers import event, simple_trace, trace_of
+from tests.helpers import T0, event, simple_trace, trace_of
 
 
 def message(error: pytest.ExceptionInfo[BaseException]) -> str:
@@ -350,3 +350,23 @@ def test_a_reference_trace_is_named_after_its_scenario() -> None:
         "table": "replay/core/scenarios.json",
         "row_origin": table["spot-eviction"].origin,
     }
+
+
+def test_an_approval_at_the_last_offset_is_inside_the_trace() -> None:
+    trace = replace(simple_trace(), approvals=(Approval(700.0, ("E1",)),))
+    assert problems(trace) == []
+    late = replace(simple_trace(), approvals=(Approval(700.5, ("E1",)),))
+    assert problems(late) == ["approval 0: offset 700.5 s is outside the trace"]
+
+
+def test_an_older_api_version_hides_new_event_types_and_shows_the_rest() -> None:
+    preempt = EventState({**event("P1"), "EventType": "Preempt"}, "Scheduled", 100.0)
+    freeze = EventState(event("F1"), "Started", None)
+    shown = render(
+        Transition(0.0, 7, (preempt, freeze)),
+        "2017-08-01",
+        event_id=str,
+        wall_of=lambda offset: T0,
+        resources=None,
+    )
+    assert [e["EventId"] for e in orjson.loads(shown)["Events"]] == ["F1"]
