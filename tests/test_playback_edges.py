@@ -20,9 +20,9 @@ from replay.core.reference import reference_trace
 from replay.errors import ReplayError
 from replay.playback.anchor import Anchor, Start, State
 from replay.playback.rounds import RoundOptions, Rounds, ScheduleCache, round_event_id
-from replay.playback.session import IDLE_TRACE, MAX_ADVANCE_S, Session, SessionOptions
+from replay.playback.session import MAX_ADVANCE_S, Session, SessionOptions
 from replay.playback.ticker import Pushed, push_message
-from tests.helpers import event, simple_trace, trace_of
+from tests.helpers import simple_trace
 
 RUN_WALL = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 
@@ -36,7 +36,6 @@ def test_an_anchor_maps_positions_and_instants_both_ways() -> None:
     assert anchor.wall_of_mono(499.0) == RUN_WALL - timedelta(seconds=1)
     held = Anchor(mono=500.0, wall=RUN_WALL, pos=120.0, speed=4.0, running=False)
     assert held.position(510.0) == 120.0
-    assert FakeClock().now() == 1000.0
 
 
 # -- the control verbs at their bounds ------------------------------------------------------
@@ -339,46 +338,3 @@ def test_a_new_subscriber_first_gets_the_current_document() -> None:
     assert session.message_now() == push_message(
         session.current(V).body, RUN_WALL + timedelta(seconds=10)
     )
-
-
-# -- time: virtual, positions, tiny loops --------------------------------------------------------
-
-
-def test_virtual_time_shows_notbefore_on_the_traces_own_clock() -> None:
-    for speed, shown in (
-        (1, "Tue, 01 Jul 2025 00:10:10 GMT"),
-        (2, "Tue, 01 Jul 2025 00:05:05 GMT"),
-    ):
-        session = Session(
-            "v", simple_trace(), FakeClock(), SessionOptions(speed=speed, start=Start.virtual)
-        )
-        assert session.position() == 0.0
-        assert session.step() == 10
-        assert orjson.loads(session.current(V).body)["Events"][0]["NotBefore"] == shown
-
-
-def test_position_at_an_instant_and_clamped_at_the_end() -> None:
-    clock = FakeClock()
-    session = now_session(clock, speed=2)
-    assert session.position(clock.now() + 5) == 10.0
-    clock.advance(400)
-    assert session.position() == 700
-    assert session.current(V).incarnation == 4
-
-
-def test_current_at_the_instant_of_a_change_sees_the_change() -> None:
-    clock = FakeClock()
-    session = now_session(clock)
-    session.poll(V)
-    clock.advance(10)
-    assert session.current(V).incarnation == 2
-
-
-def test_a_trace_of_one_document_or_under_a_second_loops_or_holds() -> None:
-    clock = FakeClock()
-    idle = Session("i", IDLE_TRACE, clock, SessionOptions(start=Start.now, loop=True))
-    short = trace_of([(0, []), (0.25, [event()]), (0.5, [])])
-    tiny = Session("t", short, clock, SessionOptions(start=Start.now, loop=True))
-    clock.advance(1.3)  # round 2, 0.3 s in
-    assert idle.current(V).incarnation == 1 and idle.next_transition() is None
-    assert (tiny.split(tiny.position())[0], tiny.current(V).incarnation) == (2, 6)
