@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from replay.cli import app
 from replay.errors import ReplayError
 from replay.recording.ingest import ingest_file, scenario_of
 from replay.recording.parse import BadLineError, parse_capture
-from replay.store.dataset import check_name, load_trace, trace_files
+from replay.store.dataset import check_name, load_trace, trace_files, write_trace
+from replay.store.files import read_trace
 from tests.helpers import event, trace_of
 
 DATA = Path(__file__).parent / "data" / "captures"
@@ -408,6 +410,26 @@ def test_names_are_safe_stable_and_content_derived(tmp_path: Path) -> None:
     copy.parent.mkdir()
     shutil.copy(log, copy)
     assert ingest_file(copy, tmp_path / "t").outcomes[0].status == "unchanged"
+
+
+def test_a_stored_trace_whose_content_differs_is_updated_back_to_the_capture(
+    tmp_path: Path,
+) -> None:
+    log = write_log(tmp_path / "vm.log", polls(ONE_EPISODE, 300))
+    traces = tmp_path / "t"
+    (added,) = ingest_file(log, traces).outcomes
+    captured = read_trace(added.path)
+    # The same name and file, another document: the Scheduled event's NotBefore moved.
+    snaps = list(captured.snapshots)
+    moved = {**snaps[1].events[0], "NotBefore": event("E1", not_before_s=900)["NotBefore"]}
+    snaps[1] = replace(snaps[1], document={**snaps[1].document, "Events": [moved]})
+    tampered = replace(captured, snapshots=tuple(snaps))
+    assert write_trace(tampered, traces) == added.path
+    assert read_trace(added.path) != captured
+    (again,) = ingest_file(log, traces).outcomes
+    assert (again.name, again.status, again.path) == (added.name, "updated", added.path)
+    assert read_trace(added.path) == captured
+    assert trace_files(traces) == [added.path]
 
 
 def test_a_grown_capture_keeps_its_traces_and_adds_the_new_episode(tmp_path: Path) -> None:
