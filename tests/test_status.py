@@ -48,6 +48,7 @@ def test_status_of_a_session_waiting_for_its_first_request() -> None:
         "approvals": [],
         "document": {"DocumentIncarnation": 1, "Events": []},
         "faults": {"windows": 0, "injected": {}},
+        "computed_at": RUN_WALL.isoformat(),  # the server's wall clock when it answered
     }
     assert not session.documents  # reading it served nothing
 
