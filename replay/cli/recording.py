@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -98,12 +99,21 @@ def capture(
     err.print(f"stopped ({stats.stopped}): {format_status(stats)}", highlight=False)
 
 
+class LogShape(StrEnum):
+    capture = "capture"
+    plain = "plain"
+    json = "json"
+    curl = "curl"
+
+
 @app.command()
 @user_errors
 def ingest(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Capture files: imds-replay capture output or plain poll logs"),
+        typer.Argument(
+            help="Capture files or logs (- reads standard input; .gz and .zst are read as is)"
+        ),
     ],
     traces_dir: TracesDir = None,
     scenario: Annotated[
@@ -113,22 +123,83 @@ def ingest(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip bad lines instead of rejecting the file")
     ] = False,
+    log_format: Annotated[
+        LogShape | None,
+        typer.Option(
+            help="The files' shape, instead of detecting it per file from its first records",
+            show_default=False,
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ZONE",
+            help="Zone of times written without one: an IANA name (Europe/Berlin) or UTC",
+            show_default=False,
+        ),
+    ] = None,
+    time_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="The record field holding the time, dotted (default: @timestamp, time, "
+            "timestamp, ts, __REALTIME_TIMESTAMP)",
+            show_default=False,
+        ),
+    ] = None,
+    document_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="The record field holding the document, dotted, when a record holds several",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Files parsed at once, in processes (default: one per CPU)", min=1),
+    ] = None,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Turn capture files into traces, one per episode, labelled by scenario.
+    """Turn capture files and logs into traces, one per episode, labelled by scenario.
+
+    Reads imds-replay capture files, shell-loop and kubectl logs, structured JSON logs,
+    journald JSON and curl loops; the shape is detected per file (--log-format forces one).
 
     Ingesting a file again adds nothing; a capture that grew adds only its new episodes.
 
     A file with a bad line is not written at all unless --skip-bad.
 
-    Example: imds-replay ingest vm1.jsonl vm2.log --traces-dir traces
+    Example: imds-replay ingest vm1.jsonl handler.log.gz --tz UTC --traces-dir traces
     """
     from contextlib import nullcontext
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from replay.recording.ingest import FileReport, ingest_file, summarize
+    from replay.recording.documents import parse_path
+    from replay.recording.ingest import FileReport, ingest_parsed, parse_files, summarize
+    from replay.recording.logs import LogOptions
+    from replay.recording.sources import STDIN, input_size
+    from replay.recording.times import parse_tz
+    from replay.store.dataset import check_name
 
+    if sum(1 for f in files if str(f) == STDIN) > 1:
+        raise ReplayError("- (standard input) can be given once")
+    if scenario is not None:
+        check_name(scenario, "scenario")
+
+    def path_option(text: str | None, flag: str) -> tuple[str | int | None, ...] | None:
+        try:
+            return parse_path(text) if text is not None else None
+        except ValueError as exc:
+            raise ReplayError(f"{flag}: {exc}") from None
+
+    options = LogOptions(
+        tz=parse_tz(tz) if tz is not None else None,
+        time_field=path_option(time_field, "--time-field"),
+        document_field=path_option(document_field, "--document-field"),
+        log_format=log_format.value if log_format is not None else None,
+    )
     directory = resolve_dir(traces_dir)
     reports: list[FileReport] = []
     failures: list[str] = []
@@ -138,21 +209,22 @@ def ingest(
         else None
     )
     with progress if progress is not None else nullcontext():
-        total = sum(f.stat().st_size for f in files if f.is_file())
+        total = sum(input_size(f) for f in files)
         task = progress.add_task("ingesting", total=total) if progress is not None else None
 
         def advance(n: int) -> None:
             if progress is not None and task is not None:
                 progress.advance(task, n)
 
-        for path in files:
-            if progress is not None and task is not None:
-                progress.update(task, description=path.name)
+        results = parse_files(
+            files, skip_bad=skip_bad, options=options, jobs=jobs, on_bytes=advance
+        )
+        for path, result in zip(files, results, strict=True):
             try:
+                if isinstance(result, ReplayError):
+                    raise result
                 reports.append(
-                    ingest_file(
-                        path, directory, scenario=scenario, skip_bad=skip_bad, on_bytes=advance
-                    )
+                    ingest_parsed(result, directory, scenario=scenario, skip_bad=skip_bad)
                 )
             except ReplayError as exc:
                 failures.append(f"{exc}; nothing from {path} was written (fix it or --skip-bad)")
@@ -168,6 +240,7 @@ def ingest(
         print_json(
             {
                 "traces_dir": str(directory),
+                "files": [{"file": str(r.path), "shape": r.shape, **r.counts} for r in reports],
                 "by_scenario": by_scenario,
                 "traces": [
                     {
@@ -186,9 +259,24 @@ def ingest(
             }
         )
     else:
+        print_table(
+            f"{len(reports)} of {len(files)} files ingested",
+            ["file", "shape", "polls", "failed", "no document", "episodes"],
+            [
+                (
+                    r.path.name,
+                    r.shape,
+                    r.counts["polls"],
+                    r.counts["failed_polls"],
+                    r.counts["no_document"],
+                    r.counts["episodes"],
+                )
+                for r in reports
+            ],
+        )
         rows = [(s, c["added"], c["updated"], c["unchanged"]) for s, c in by_scenario.items()]
         print_table(
-            f"{len(reports)} of {len(files)} files ingested into {directory}",
+            f"traces written into {directory}",
             ["scenario", "added", "updated", "unchanged"],
             rows,
         )

@@ -2,7 +2,10 @@
 
 - `capture_file`: the capture file format and its crash-safe writer.
 - `capture`: polling a real IMDS endpoint into a capture file.
-- `episodes`, `parse`: capture files and logs into episodes.
+- `sources`: opening what ingest reads (gzip, zstd, stdin).
+- `times`, `documents`, `logs`: the log shapes: where a record's time and document are.
+- `machine`: the episode state machine, and the capture format's lines.
+- `episodes`, `parse`: capture files and logs into episodes (parse is the entry point).
 - `ingest`: episodes into labelled traces in the store.
 - `synth`, `synth_write`: synthetic traces drawn from the reference or captured timings.
 
