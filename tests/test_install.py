@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import replay.cli.stats
 from replay.cli import app
+from replay.recording.capture_script import script_source
 
 ROOT = Path(__file__).parent.parent
 runner = CliRunner()
@@ -112,6 +113,8 @@ def test_installed_ingest_writes_to_the_user_data_dir_and_traces_lists_both(
     where = {t["name"]: (t["origin"], t["location"]) for t in listed}
     assert where[written["name"]] == ("captured", "user")
     assert where["live-migration"] == ("reference", "shipped")
+    script = run(venv, tmp_path, "imds-replay", "capture", "--print-script").stdout
+    assert script == script_source()  # the wheel ships the capture modules' source
     dirs = run(venv, tmp_path, "imds-replay", "traces", "--where").stdout.splitlines()
     assert dirs[0] == f"user     {user_dir}  (ingest and synth write here)"
     assert dirs[1].startswith("shipped ") and dirs[1].endswith("(read only)")

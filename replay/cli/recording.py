@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,11 @@ from replay.errors import ReplayError
 from replay.recording.capture_file import ApprovePolicy
 
 
+def _env(option: str) -> str:
+    """IMDS_REPLAY_<OPTION>: where a capture option may also come from (a flag wins)."""
+    return "IMDS_REPLAY_" + option.upper()
+
+
 @app.command()
 @user_errors
 def capture(
@@ -33,27 +39,48 @@ def capture(
             help="Scheduled Events endpoint (default: IMDS, http://169.254.169.254/metadata/"
             f"scheduledevents?api-version={LATEST_VERSION})",
             show_default=False,
+            envvar=_env("url"),
         ),
     ] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between polls")] = 1.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between polls", envvar=_env("interval"))
+    ] = 1.0,
     duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds", show_default=False)
+        float | None,
+        typer.Option(
+            help="Stop after this many seconds", show_default=False, envvar=_env("duration")
+        ),
     ] = None,
     until_events: Annotated[
         int | None,
-        typer.Option(help="Stop once N events have completed (seen, then gone)", min=1),
+        typer.Option(
+            help="Stop once N events have completed (seen, then gone)",
+            min=1,
+            envvar=_env("until_events"),
+        ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             help="Capture file; an existing one is continued (default: capture-<host>.jsonl)",
             show_default=False,
+            envvar=_env("out"),
         ),
     ] = None,
     approve: Annotated[
         ApprovePolicy,
-        typer.Option(help="Approve Scheduled events at once: none, user (EventSource User), all"),
+        typer.Option(
+            help="Approve Scheduled events at once: none, user (EventSource User), all",
+            envvar=_env("approve"),
+        ),
     ] = ApprovePolicy.none,
+    print_script: Annotated[
+        bool,
+        typer.Option(
+            "--print-script",
+            help="Print this capture as one Python 3.8+ file needing only the standard library",
+        ),
+    ] = False,
 ) -> None:
     """Record what IMDS Scheduled Events shows this VM into a crash-safe capture file.
 
@@ -61,21 +88,26 @@ def capture(
 
     Stops at --duration, after --until-events, or on Ctrl-C or SIGTERM.
 
+    On a VM with nothing installed: imds-replay capture --print-script > capture.py, copy it
+    there, python3 capture.py (the same options).
+
     Example: imds-replay capture --approve user --until-events 1 --out vm1.jsonl
     """
-    import re
-    import socket
+    if print_script:
+        from replay.recording.capture_script import script_source
+
+        sys.stdout.write(script_source())
+        return
     from contextlib import nullcontext
 
     from rich.live import Live
     from rich.text import Text
 
-    from replay.recording.capture import DEFAULT_URL, run_capture
+    from replay.clock import SystemClock
+    from replay.recording.capture import default_out, default_url, run_capture
     from replay.recording.capture_file import CaptureStats, format_status
 
-    if out is None:
-        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "vm"
-        out = Path(f"capture-{host}.jsonl")
+    out = out or default_out()
     live = Live(console=err, refresh_per_second=4, transient=True) if err.is_terminal else None
 
     def status(stats: CaptureStats) -> None:
@@ -87,8 +119,9 @@ def capture(
 
     with live if live is not None else nullcontext():
         stats = run_capture(
-            url or DEFAULT_URL,
+            url or default_url(LATEST_VERSION),
             out,
+            clock=SystemClock(),
             interval_s=interval,
             duration_s=duration,
             until_events=until_events,
