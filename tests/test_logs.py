@@ -99,6 +99,15 @@ def kubectl_log() -> list[str]:
     return lines
 
 
+def app_log() -> list[str]:
+    """A handler's text log: a time, a level, then the document after a message prefix."""
+    lines = []
+    for t, d in POLLS:
+        lines.append(f"{iso(t)} INFO maintenance: scheduled events: {json.dumps(d)} (3 ms)")
+        lines.append(f"{iso(t)} DEBUG maintenance: nothing to do")
+    return lines
+
+
 def epoch_log() -> list[str]:
     return [f"{int((BASE + timedelta(seconds=t)).timestamp())} {dumps(d)}" for t, d in POLLS]
 
@@ -125,8 +134,9 @@ def write(path: Path, lines: list[str]) -> Path:
     [
         (structured_log, "json", "time from field @timestamp; document at Event", 70),
         (journald_log, "json", "field __REALTIME_TIMESTAMP; document at MESSAGE (as text)", 70),
-        (kubectl_log, "plain", "time at the line start; document at the record", 70.123456),
-        (epoch_log, "plain", "time at the line start; document at the record", 70),
+        (kubectl_log, "plain", "time at the line start; document after the time", 70.123456),
+        (epoch_log, "plain", "time at the line start; document after the time", 70),
+        (app_log, "plain", "document in the text after the time", 70),
     ],
 )
 def test_each_log_shape_ingests_to_the_same_episode(
@@ -185,7 +195,7 @@ def test_the_cli_reads_standard_input_and_names_each_shape(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     summary = orjson.loads(result.stdout)
     assert [(f["file"], f["shape"], f["polls"], f["failed_polls"]) for f in summary["files"]] == [
-        ("<stdin>", "curl (time on its own line; document at the record)", len(POLLS) - 1, 1)
+        ("<stdin>", "curl (time on its own line; document is the body)", len(POLLS) - 1, 1)
     ]
     (written,) = summary["traces"]
     assert_the_episode(load_trace(tmp_path / "t", written["name"]))

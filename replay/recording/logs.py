@@ -96,6 +96,8 @@ class Shape:
     """Reads one file's lines (in blocks) into records for a sink."""
 
     name = ""
+    whole = "is the record"
+    """Where the document is when it is the whole of what the record printed."""
 
     def __init__(self, parsed: ParsedCapture, options: LogOptions, sink: Sink, bad: BadFn):
         self.p, self.options, self.sink, self.bad = parsed, options, sink, bad
@@ -136,7 +138,8 @@ class Shape:
 
     def found(self, place: Place | None, prefix: str) -> None:
         if not self.doc_desc:
-            self.doc_desc = f"document {prefix}{show_path(place or ())}"
+            where = f"{prefix}{show_path(place)}" if place else self.whole
+            self.doc_desc = f"document {where}"
 
     def body(self, text: bytes, lineno: int) -> tuple[str, Any]:
         """What a poll printed: ('failed', None), ('document', doc) or ('other', None)."""
@@ -152,10 +155,13 @@ class Shape:
             if is_error_body(value):
                 return "failed", None
             place, doc = locate(value, self.place, self.forced)
-            self.found(place, "at ")
+            if doc is not None:
+                self.found(place, "at ")
         elif _MARK in text:
             place, doc = locate(text_json(text), self.place, self.forced)
-            self.found(place, "in the text at ")
+            if doc is not None and not self.doc_desc:
+                inner = f" at {show_path(place)}" if place else ""
+                self.doc_desc = f"document in the text {self.whole}{inner}"
         else:
             return "other", None
         return ("other", None) if doc is None else ("document", doc)
@@ -163,6 +169,7 @@ class Shape:
 
 class Plain(Shape):
     name = "plain"
+    whole = "after the time"
 
     def __init__(self, parsed: ParsedCapture, options: LogOptions, sink: Sink, bad: BadFn):
         super().__init__(parsed, options, sink, bad)
@@ -308,6 +315,7 @@ class JsonLines(Shape):
 
 class Curl(Shape):
     name = "curl"
+    whole = "is the body"
 
     def __init__(self, parsed: ParsedCapture, options: LogOptions, sink: Sink, bad: BadFn):
         super().__init__(parsed, options, sink, bad)
