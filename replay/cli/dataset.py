@@ -42,8 +42,11 @@ def traces(
 
     Example: imds-replay traces --format json
     """
+    import gc
+
     from replay.store.dataset import dataset_dirs, location_of, scan
 
+    gc.disable()  # the listing makes no cycles; collecting would walk every row for nothing
     directory = resolve_dir(traces_dir)
     if where:
         dirs = [
@@ -66,10 +69,22 @@ def traces(
     good, bad = scan(directory, validate_all=check)
     for b in bad:
         err.print(f"warning: skipped {b.problem}", markup=False, highlight=False)
-    locations = {p: location_of(p) for p in {t.path for t in good}}
+    placed = {p: (location_of(p), str(p)) for p in {t.path for t in good}}
     if format is Format.json:
         print_json(
-            [{**t.summary(), "location": locations[t.path], "path": str(t.path)} for t in good]
+            [
+                {
+                    "name": t.name,
+                    "scenario": t.scenario,
+                    "origin": t.origin,
+                    "events": t.events,
+                    "documents": t.documents,
+                    "duration_s": t.duration_s,
+                    "location": placed[t.path][0],
+                    "path": placed[t.path][1],
+                }
+                for t in good
+            ]
         )
         return
     print_table(
@@ -80,7 +95,7 @@ def traces(
                 t.name,
                 t.scenario,
                 t.origin,
-                locations[t.path],
+                placed[t.path][0],
                 t.events,
                 t.documents,
                 f"{t.duration_s:g}",
