@@ -104,7 +104,7 @@ def app_log() -> list[str]:
     lines = []
     for t, d in POLLS:
         lines.append(f"{iso(t)} INFO maintenance: scheduled events: {json.dumps(d)} (3 ms)")
-        lines.append(f"{iso(t)} DEBUG maintenance: nothing to do")
+        lines.append(f"{iso(t)} [DEBUG] maintenance: nothing to do")
     return lines
 
 

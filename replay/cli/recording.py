@@ -299,9 +299,11 @@ def ingest(
                 (
                     r.path.name,
                     r.shape,
-                    r.counts["polls"],
-                    r.counts["failed_polls"],
-                    r.counts["no_document"],
+                    *(
+                        ("-", "-", "-")  # a capture writes changes, not every poll
+                        if r.shape == "capture"
+                        else (r.counts["polls"], r.counts["failed_polls"], r.counts["no_document"])
+                    ),
                     r.counts["episodes"],
                 )
                 for r in reports

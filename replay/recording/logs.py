@@ -149,9 +149,12 @@ class Shape:
             try:
                 value = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                if _MARK not in text:
+                if _MARK in text:
+                    value = text_json(text)
+                elif text[:1] == b"[":
+                    return "other", None  # "[INFO] ...": a message, not a cut-short document
+                else:
                     raise BadLine(f"not a JSON document after the timestamp: {exc}") from None
-                value = text_json(text)
             if is_error_body(value):
                 return "failed", None
             place, doc = locate(value, self.place, self.forced)
@@ -344,8 +347,12 @@ class Curl(Shape):
                 continue
             if self.t is None:
                 self.p.no_document += 1  # before the first record
-            elif not self.body_lines and self.status is None and _STATUS_RE.fullmatch(stripped):
-                self.status = int(_STATUS_RE.fullmatch(stripped).group(1))  # type: ignore[union-attr]
+            elif (
+                not self.body_lines
+                and self.status is None
+                and (status := _STATUS_RE.fullmatch(stripped))
+            ):
+                self.status = int(status.group(1))
             elif not self.body_lines and self.status is not None and _HEADER_RE.match(stripped):
                 continue
             else:
