@@ -293,3 +293,19 @@ def test_field_times(value: Any, expected: datetime | None) -> None:
 def test_an_unknown_zone_is_a_user_error() -> None:
     with pytest.raises(ReplayError, match="--tz 'Mars/Olympus' is not a time zone"):
         parse_tz("Mars/Olympus")
+
+
+def test_a_newer_export_of_the_same_log_names_its_episodes_the_same(tmp_path: Path) -> None:
+    """Exported newest first, a log's first line changes with every export; its earliest
+    poll does not, and names its episodes."""
+    later = [
+        dumps({"@timestamp": iso(t), "level": "info", "msg": "poll", "Event": doc(4)})
+        for t in range(305, 400, 5)
+    ]
+    first = ingest_file(write(tmp_path / "export-1.log", structured_log()), tmp_path / "t")
+    again = write(tmp_path / "export-2.log", later[::-1] + structured_log())
+    second = ingest_file(again, tmp_path / "t")
+    assert [o.status for o in first.outcomes] == ["added"]
+    # The same episode, updated in place (its source names the new file and its lines).
+    assert [(o.name, o.status) for o in second.outcomes] == [(first.outcomes[0].name, "updated")]
+    assert len(trace_files(tmp_path / "t")) == 1

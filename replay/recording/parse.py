@@ -116,10 +116,16 @@ def parse_capture(
 
     with open_source(path) as source:
         try:
-            return _read(source, options, skip_bad, progress, sort=False)
+            return _read(source, options, skip_bad, progress, sort=False)[0]
         except OutOfOrder:
             source.rewind()
-            return _read(source, options, skip_bad, progress, sort=True)
+            parsed, earliest = _read(source, options, skip_bad, progress, sort=True)
+            if earliest:
+                # Named by its earliest poll, not its first line: a viewer's export, newest
+                # first, starts with a different line each time it is exported again.
+                source.rewind()
+                parsed.identity = _line_at(source, earliest).strip()
+            return parsed
 
 
 def _read(
@@ -129,7 +135,8 @@ def _read(
     progress: Callable[[int], None],
     *,
     sort: bool,
-) -> ParsedCapture:
+) -> tuple[ParsedCapture, int]:
+    """The parsed file, and (when sorted) the line of its earliest poll (0 if none)."""
     parsed = ParsedCapture(source.name, "plain", {}, b"")
     machine = Parser(parsed)
     collector = _Collector() if sort else None
@@ -164,8 +171,20 @@ def _read(
     if shape is not None:
         shape.end()
         parsed.detail = shape.detail()
+    earliest = 0
     if collector is not None:
         collector.replay(machine, bad)
         parsed.detail = "; ".join(d for d in (parsed.detail, "sorted by time") if d)
+        earliest = collector.records[0][1] if collector.records else 0
     machine.finish()
-    return parsed
+    return parsed, earliest
+
+
+def _line_at(source: Source, lineno: int) -> bytes:
+    """Line lineno (from 1) of a rewound source."""
+    seen = 0
+    while block := source.readlines(PROGRESS_BYTES):
+        if seen + len(block) >= lineno:
+            return block[lineno - seen - 1]
+        seen += len(block)
+    return b""
