@@ -29,7 +29,7 @@ from replay.recording.capture_main import OPTIONS
 from replay.recording.capture_script import MODULES, script_source
 from replay.recording.ingest import capture_traces
 from replay.recording.parse import parse_capture
-from tests.serving import free_port
+from tests.serving import serving
 
 ROOT = Path(__file__).parent.parent
 PYTHON3 = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
@@ -181,32 +181,11 @@ def _running(
         proc.stderr.close()
 
 
-@contextmanager
-def _serve(traces_dir: Path, log: Path, *args: str) -> Iterator[str]:
-    """A real `imds-replay serve` on loopback; ready once its log says where IMDS is.
-
-    (tests.serving reads stderr line by line behind a selector, which misses lines that arrive
-    together, as a virtual start's first lines do.)
-    """
-    port = free_port()
-    command = [sys.executable, "-m", "replay", "serve", *args, "--port", str(port)]
-    with log.open("w") as err:
-        proc = subprocess.Popen([*command, "--traces-dir", str(traces_dir)], stderr=err)
-        try:
-            _until(lambda: "IMDS at" in log.read_text() or proc.poll() is not None, "serve")
-            assert proc.poll() is None, log.read_text()
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-
-
 def test_the_script_under_python3_isolated_captures_what_the_command_captures(
     script: Path, traces_dir: Path, tmp_path: Path
 ) -> None:
     by_script, by_command = tmp_path / "script.jsonl", tmp_path / "command.jsonl"
-    serve_args = ("--trace", "live-migration", "--start", "virtual")
-    with _serve(traces_dir, tmp_path / "serve.log", *serve_args) as base:
+    with serving("--trace", "live-migration", "--start", "virtual", traces_dir=traces_dir) as base:
         url = f"{base}/metadata/scheduledevents?api-version={LATEST_VERSION}"
         env = {"IMDS_REPLAY_URL": url, "IMDS_REPLAY_INTERVAL": INTERVAL}
         script_run = [PYTHON3, "-I", "-S", str(script), "--out", str(by_script)]
