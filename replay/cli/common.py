@@ -46,6 +46,12 @@ TracesDir = Annotated[
 FormatOpt = Annotated[Format, typer.Option("--format", help="table for people, json for scripts")]
 
 
+def env_var(option: str) -> str:
+    """IMDS_REPLAY_<OPTION>: where an option's value may also come from (a flag wins), for
+    containers and CI; pass as typer.Option(envvar=...), which --help shows."""
+    return "IMDS_REPLAY_" + option.upper()
+
+
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn a ReplayError into one line on stderr and exit code 2; real bugs keep tracebacks."""
 

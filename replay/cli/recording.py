@@ -14,6 +14,7 @@ from replay.cli.common import (
     FormatOpt,
     TracesDir,
     app,
+    env_var,
     err,
     print_json,
     print_table,
@@ -25,11 +26,6 @@ from replay.errors import ReplayError
 from replay.recording.capture_file import ApprovePolicy
 
 
-def _env(option: str) -> str:
-    """IMDS_REPLAY_<OPTION>: where a capture option may also come from (a flag wins)."""
-    return "IMDS_REPLAY_" + option.upper()
-
-
 @app.command()
 @user_errors
 def capture(
@@ -39,16 +35,16 @@ def capture(
             help="Scheduled Events endpoint (default: IMDS, http://169.254.169.254/metadata/"
             f"scheduledevents?api-version={LATEST_VERSION})",
             show_default=False,
-            envvar=_env("url"),
+            envvar=env_var("url"),
         ),
     ] = None,
     interval: Annotated[
-        float, typer.Option(help="Seconds between polls", envvar=_env("interval"))
+        float, typer.Option(help="Seconds between polls", envvar=env_var("interval"))
     ] = 1.0,
     duration: Annotated[
         float | None,
         typer.Option(
-            help="Stop after this many seconds", show_default=False, envvar=_env("duration")
+            help="Stop after this many seconds", show_default=False, envvar=env_var("duration")
         ),
     ] = None,
     until_events: Annotated[
@@ -56,7 +52,7 @@ def capture(
         typer.Option(
             help="Stop once N events have completed (seen, then gone)",
             min=1,
-            envvar=_env("until_events"),
+            envvar=env_var("until_events"),
         ),
     ] = None,
     out: Annotated[
@@ -64,14 +60,14 @@ def capture(
         typer.Option(
             help="Capture file; an existing one is continued (default: capture-<host>.jsonl)",
             show_default=False,
-            envvar=_env("out"),
+            envvar=env_var("out"),
         ),
     ] = None,
     approve: Annotated[
         ApprovePolicy,
         typer.Option(
             help="Approve Scheduled events at once: none, user (EventSource User), all",
-            envvar=_env("approve"),
+            envvar=env_var("approve"),
         ),
     ] = ApprovePolicy.none,
     print_script: Annotated[

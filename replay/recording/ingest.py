@@ -21,7 +21,7 @@ from replay.cpus import usable_cpus
 from replay.errors import ReplayError
 from replay.recording.episodes import BadLineError, Episode, ParsedCapture
 from replay.recording.logs import LogOptions
-from replay.recording.parse import parse_capture
+from replay.recording.parse import parse_capture, parse_in_worker, start_worker
 from replay.recording.sources import STDIN
 from replay.store.dataset import check_name, episode_files, trace_path, write_trace
 from replay.store.files import read_trace
@@ -200,18 +200,6 @@ def ingest_file(
 
 # -- many files, parsed in parallel -----------------------------------------------------------
 
-_progress: multiprocessing.Queue[int] | None = None
-
-
-def _start_worker(progress: multiprocessing.Queue[int]) -> None:
-    global _progress
-    _progress = progress
-
-
-def _parse_in_worker(path: Path, skip_bad: bool, options: LogOptions) -> ParsedCapture:
-    report = _progress.put if _progress is not None else None
-    return parse_capture(path, skip_bad=skip_bad, on_bytes=report, options=options)
-
 
 def parse_files(
     paths: Sequence[Path],
@@ -238,9 +226,9 @@ def parse_files(
     if in_workers:
         context = multiprocessing.get_context("spawn")
         progress: multiprocessing.Queue[int] = context.Queue()
-        with ProcessPoolExecutor(jobs, context, _start_worker, (progress,)) as pool:
+        with ProcessPoolExecutor(jobs, context, start_worker, (progress,)) as pool:
             futures = {
-                pool.submit(_parse_in_worker, paths[i], skip_bad, options): i for i in in_workers
+                pool.submit(parse_in_worker, paths[i], skip_bad, options): i for i in in_workers
             }
             pending: set[Future[ParsedCapture]] = set(futures)
             while pending:

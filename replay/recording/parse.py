@@ -8,6 +8,7 @@ one pass while its polls come in time order; at the first poll earlier than the 
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from datetime import datetime
 from operator import itemgetter
@@ -188,3 +189,21 @@ def _line_at(source: Source, lineno: int) -> bytes:
             return block[lineno - seen - 1]
         seen += len(block)
     return b""
+
+
+# -- in worker processes (replay.recording.ingest.parse_files) --------------------------
+
+_progress: multiprocessing.Queue[int] | None = None
+
+
+def start_worker(progress: multiprocessing.Queue[int]) -> None:
+    """In a worker process (ingest --jobs): where to report bytes read. Here, not in ingest,
+    so a worker imports the parsers and not the store (pyarrow)."""
+    global _progress
+    _progress = progress
+
+
+def parse_in_worker(path: Path, skip_bad: bool, options: LogOptions) -> ParsedCapture:
+    """parse_capture in a worker process, reporting progress to the parent."""
+    report = _progress.put if _progress is not None else None
+    return parse_capture(path, skip_bad=skip_bad, on_bytes=report, options=options)
