@@ -12,18 +12,23 @@ wall time on a shared machine); the Parquet write, which waits on fsync, is wall
 not divided by anything. The target
 is parse >= 50 % of raw. For the plain log the ratio flatters ingest: a poll that repeats the
 previous one skips JSON parsing there, while raw parses every line; compare plain logs with
-the previous build instead: PYTHONPATH=<checkout of it> python benchmarks/ingest_throughput.py
---only plain (the same script, that build's replay package).
+the previous build instead: --against REV times that revision's replay/recording/parse.py
+(loaded from git; it must import what this tree has) interleaved with today's on the plain
+log, in one process, --repeat times, and prints both minimums and medians.
 
 Run: .venv/bin/python benchmarks/ingest_throughput.py [--lines 200000] [--repeat 3] [--only S]
+     .venv/bin/python benchmarks/ingest_throughput.py --against b192957 --repeat 21
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import importlib.util
 import itertools
 import shutil
+import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -163,14 +168,42 @@ def timed(fn: Callable[[], object], clock: Callable[[], float] = time.process_ti
     return clock() - start
 
 
+def against(rev: str, lines: int, repeat: int, work: Path) -> None:
+    """Today's plain-log parse against revision rev's, interleaved in one process."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:replay/recording/parse.py"], capture_output=True, check=True
+    ).stdout
+    (work / "parse_then.py").write_bytes(source)
+    spec = importlib.util.spec_from_file_location("parse_then", work / "parse_then.py")
+    assert spec is not None and spec.loader is not None
+    then = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(then)
+    path = work / "plain.log"
+    plain_log(path, lines)
+    runs: dict[str, list[float]] = {rev: [], "today": []}
+    for _ in range(repeat):
+        runs[rev].append(timed(lambda: then.parse_capture(path)))
+        runs["today"].append(timed(lambda: parse_capture(path)))
+    print(f"plain log, {lines} lines, parse_capture CPU time over {repeat} interleaved runs:")
+    for name, seconds in runs.items():
+        print(
+            f"  {name:10} min {min(seconds) * 1e3:6.0f} ms  "
+            f"median {statistics.median(seconds) * 1e3:6.0f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="run the files whose name starts with this")
+    parser.add_argument("--against", metavar="REV", help="compare plain logs with a revision")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     try:
+        if args.against:
+            against(args.against, args.lines, args.repeat, work)
+            return
         for name, make, raw in (
             ("plain log", plain_log, raw_plain),
             ("structured log", structured_log, raw_capture),

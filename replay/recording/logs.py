@@ -187,18 +187,15 @@ class Plain(Shape):
             stamp, _, tail = raw.partition(b" ")
             if tail == body:
                 t: datetime | None
-                if len(stamp) > 10:  # not a date alone
-                    try:
-                        t = fromiso(stamp.decode())
-                    except ValueError:
-                        t = _epoch(stamp)
-                else:
-                    t = _epoch(stamp)
+                try:
+                    t = fromiso(stamp.decode())
+                except ValueError:
+                    t = _epoch(stamp)  # epoch seconds or milliseconds
                 if t is not None:
                     if t.tzinfo is not None:
                         times.append(t)
                         continue
-                    if tz is not None:
+                    if tz is not None and len(stamp) > 10:  # a time, not a date alone
                         times.append(t.replace(tzinfo=tz))
                         continue
             self.flush(lineno)
