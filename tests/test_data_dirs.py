@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 import replay.store.dataset as dataset
 from replay.cli import app
+from replay.clock import FakeClock
+from replay.playback.registry import SessionRegistry
 from replay.store.dataset import (
     checkout_traces_dir,
     dataset_dirs,
@@ -134,3 +136,11 @@ def test_a_long_listing_is_plain_aligned_text(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert lines[2].split() == ["t0000", "host-maintenance", "captured", "dataset", "1", "4", "700"]
     assert len({len(line) for line in lines[2:]}) == 1  # aligned
+
+
+def test_the_server_plays_shipped_and_user_traces_by_name(installed: Path) -> None:
+    write_trace(simple_trace("mine"), default_traces_dir())
+    registry = SessionRegistry(default_traces_dir(), FakeClock())
+    assert registry.trace("mine").origin == "captured"
+    assert registry.trace("live-migration").origin == "reference"
+    assert {"mine", "live-migration"} <= set(registry.trace_names())
