@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import subprocess
@@ -37,7 +38,7 @@ def serving(*args: str, traces_dir: Path, ready_within_s: float = 20.0) -> Itera
     seen: list[str] = []
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stderr, selectors.EVENT_READ)
-        while not any("IMDS at" in line for line in seen):
+        while "IMDS at" not in "".join(seen):
             left = deadline - clock.now()
             if left <= 0 or proc.poll() is not None:
                 proc.kill()
@@ -45,7 +46,9 @@ def serving(*args: str, traces_dir: Path, ready_within_s: float = 20.0) -> Itera
                 proc.stderr.close()
                 raise AssertionError("server did not start:\n" + "".join(seen) + rest)
             if sel.select(timeout=left):
-                seen.append(proc.stderr.readline())
+                # os.read, not readline: lines that arrive together stay in readline's buffer
+                # where the selector cannot see them.
+                seen.append(os.read(proc.stderr.fileno(), 65536).decode(errors="replace"))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

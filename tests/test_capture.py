@@ -19,7 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, unused_port
 
 from replay.clock import FakeClock
-from replay.recording.capture import DEFAULT_URL, capture
+from replay.core.imds import LATEST_VERSION
+from replay.recording.capture import capture, default_url
 from replay.recording.capture_file import (
     HEARTBEAT_S,
     CaptureError,
@@ -410,7 +411,7 @@ def test_status_line_names_polls_events_and_errors() -> None:
     )
 
 
-def test_the_capture_path_imports_neither_pandas_nor_pyarrow(tmp_path: Path) -> None:
+def test_the_capture_path_imports_neither_pandas_nor_pyarrow_nor_aiohttp(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{unused_port()}/"
     code = (
         "import sys; from typer.testing import CliRunner; from replay.cli import app;"
@@ -420,7 +421,7 @@ def test_the_capture_path_imports_neither_pandas_nor_pyarrow(tmp_path: Path) -> 
         "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['aiohttp']"
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -450,5 +451,6 @@ def test_the_default_url_is_imds() -> None:
     from replay.cli import app
 
     help_text = CliRunner().invoke(app, ["capture", "--help"]).output
-    assert DEFAULT_URL == "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
+    url = "http://169.254.169.254/metadata/scheduledevents?api-version=" + LATEST_VERSION
+    assert default_url(LATEST_VERSION) == url
     assert "169.254.169.254" in help_text

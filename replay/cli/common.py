@@ -46,6 +46,12 @@ TracesDir = Annotated[
 FormatOpt = Annotated[Format, typer.Option("--format", help="table for people, json for scripts")]
 
 
+def env_var(option: str) -> str:
+    """IMDS_REPLAY_<OPTION>: where an option's value may also come from (a flag wins), for
+    containers and CI; pass as typer.Option(envvar=...), which --help shows."""
+    return "IMDS_REPLAY_" + option.upper()
+
+
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn a ReplayError into one line on stderr and exit code 2; real bugs keep tracebacks."""
 
@@ -73,8 +79,23 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+PLAIN_ROWS = 1000
+"""Tables longer than this are printed as aligned plain text (rich would take minutes)."""
+
+
 def print_table(title: str | None, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A rich table for people."""
+    """A rich table for people; aligned plain text when it is long."""
+    if len(rows) > PLAIN_ROWS:
+        cells = [list(headers), *(["" if v is None else str(v) for v in r] for r in rows)]
+        widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
+        line = "  ".join(
+            f"{{:{'>' if h.endswith('_s') else '<'}{w}}}"
+            for h, w in zip(headers, widths, strict=True)
+        )
+        text = "\n".join(line.format(*row).rstrip() for row in cells)
+        sys.stdout.write((f"{title}\n" if title else "") + text + "\n")
+        sys.stdout.flush()
+        return
     table = Table(title=title, title_justify="left")
     for header in headers:
         table.add_column(header, justify="right" if header.endswith("_s") else "left")

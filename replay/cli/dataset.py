@@ -22,24 +22,86 @@ from replay.cli.common import (
 
 @app.command()
 @user_errors
-def traces(traces_dir: TracesDir = None, format: FormatOpt = Format.table) -> None:
+def traces(
+    traces_dir: TracesDir = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Read and validate every trace, not only the files' footers"),
+    ] = False,
+    where: Annotated[
+        bool, typer.Option("--where", help="Print the directories in use and what each holds")
+    ] = False,
+    format: FormatOpt = Format.table,
+) -> None:
     """List every trace in the dataset, with bad files reported beside it.
+
+    Reads each file's footer only; --check reads and validates every trace.
+
+    Installed from a wheel, the dataset is your data directory plus the shipped reference
+    traces; --where prints the directories.
 
     Example: imds-replay traces --format json
     """
-    from replay.store.dataset import scan
+    import gc
 
+    from replay.store.dataset import dataset_dirs, location_of, scan
+
+    gc.disable()  # the listing makes no cycles; collecting would walk every row for nothing
     directory = resolve_dir(traces_dir)
-    good, bad = scan(directory)
+    if where:
+        dirs = [
+            {
+                "path": str(d),
+                "location": location_of(d),
+                "writes": n == 0,
+                "exists": d.is_dir(),
+            }
+            for n, d in enumerate(dataset_dirs(directory))
+        ]
+        if format is Format.json:
+            print_json(dirs)
+            return
+        for d in dirs:
+            role = "ingest and synth write here" if d["writes"] else "read only"
+            missing = "" if d["exists"] else ", not created yet"
+            out.print(f"{d['location']:8} {d['path']}  ({role}{missing})", highlight=False)
+        return
+    good, bad = scan(directory, validate_all=check)
     for b in bad:
         err.print(f"warning: skipped {b.problem}", markup=False, highlight=False)
+    placed = {p: (location_of(p), str(p)) for p in {t.path for t in good}}
     if format is Format.json:
-        print_json([{**t.summary(), "path": str(t.path)} for t in good])
+        print_json(
+            [
+                {
+                    "name": t.name,
+                    "scenario": t.scenario,
+                    "origin": t.origin,
+                    "events": t.events,
+                    "documents": t.documents,
+                    "duration_s": t.duration_s,
+                    "location": placed[t.path][0],
+                    "path": placed[t.path][1],
+                }
+                for t in good
+            ]
+        )
         return
     print_table(
-        f"{len(good)} traces in {directory}",
-        ["name", "scenario", "origin", "events", "documents", "duration_s"],
-        [(t.name, t.scenario, t.origin, t.events, t.documents, f"{t.duration_s:g}") for t in good],
+        f"{len(good)} traces in {', '.join(str(d) for d in dataset_dirs(directory))}",
+        ["name", "scenario", "origin", "location", "events", "documents", "duration_s"],
+        [
+            (
+                t.name,
+                t.scenario,
+                t.origin,
+                placed[t.path][0],
+                t.events,
+                t.documents,
+                f"{t.duration_s:g}",
+            )
+            for t in good
+        ],
     )
 
 

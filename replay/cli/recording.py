@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +14,7 @@ from replay.cli.common import (
     FormatOpt,
     TracesDir,
     app,
+    env_var,
     err,
     print_json,
     print_table,
@@ -32,27 +35,48 @@ def capture(
             help="Scheduled Events endpoint (default: IMDS, http://169.254.169.254/metadata/"
             f"scheduledevents?api-version={LATEST_VERSION})",
             show_default=False,
+            envvar=env_var("url"),
         ),
     ] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between polls")] = 1.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between polls", envvar=env_var("interval"))
+    ] = 1.0,
     duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds", show_default=False)
+        float | None,
+        typer.Option(
+            help="Stop after this many seconds", show_default=False, envvar=env_var("duration")
+        ),
     ] = None,
     until_events: Annotated[
         int | None,
-        typer.Option(help="Stop once N events have completed (seen, then gone)", min=1),
+        typer.Option(
+            help="Stop once N events have completed (seen, then gone)",
+            min=1,
+            envvar=env_var("until_events"),
+        ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             help="Capture file; an existing one is continued (default: capture-<host>.jsonl)",
             show_default=False,
+            envvar=env_var("out"),
         ),
     ] = None,
     approve: Annotated[
         ApprovePolicy,
-        typer.Option(help="Approve Scheduled events at once: none, user (EventSource User), all"),
+        typer.Option(
+            help="Approve Scheduled events at once: none, user (EventSource User), all",
+            envvar=env_var("approve"),
+        ),
     ] = ApprovePolicy.none,
+    print_script: Annotated[
+        bool,
+        typer.Option(
+            "--print-script",
+            help="Print this capture as one Python 3.8+ file needing only the standard library",
+        ),
+    ] = False,
 ) -> None:
     """Record what IMDS Scheduled Events shows this VM into a crash-safe capture file.
 
@@ -60,21 +84,26 @@ def capture(
 
     Stops at --duration, after --until-events, or on Ctrl-C or SIGTERM.
 
+    On a VM with nothing installed: imds-replay capture --print-script > capture.py, copy it
+    there, python3 capture.py (the same options).
+
     Example: imds-replay capture --approve user --until-events 1 --out vm1.jsonl
     """
-    import re
-    import socket
+    if print_script:
+        from replay.recording.capture_script import script_source
+
+        sys.stdout.write(script_source())
+        return
     from contextlib import nullcontext
 
     from rich.live import Live
     from rich.text import Text
 
-    from replay.recording.capture import DEFAULT_URL, run_capture
+    from replay.clock import SystemClock
+    from replay.recording.capture import default_out, default_url, run_capture
     from replay.recording.capture_file import CaptureStats, format_status
 
-    if out is None:
-        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "vm"
-        out = Path(f"capture-{host}.jsonl")
+    out = out or default_out()
     live = Live(console=err, refresh_per_second=4, transient=True) if err.is_terminal else None
 
     def status(stats: CaptureStats) -> None:
@@ -86,8 +115,9 @@ def capture(
 
     with live if live is not None else nullcontext():
         stats = run_capture(
-            url or DEFAULT_URL,
+            url or default_url(LATEST_VERSION),
             out,
+            clock=SystemClock(),
             interval_s=interval,
             duration_s=duration,
             until_events=until_events,
@@ -98,12 +128,21 @@ def capture(
     err.print(f"stopped ({stats.stopped}): {format_status(stats)}", highlight=False)
 
 
+class LogShape(StrEnum):
+    capture = "capture"
+    plain = "plain"
+    json = "json"
+    curl = "curl"
+
+
 @app.command()
 @user_errors
 def ingest(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Capture files: imds-replay capture output or plain poll logs"),
+        typer.Argument(
+            help="Capture files or logs (- reads standard input; .gz and .zst are read as is)"
+        ),
     ],
     traces_dir: TracesDir = None,
     scenario: Annotated[
@@ -113,22 +152,83 @@ def ingest(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip bad lines instead of rejecting the file")
     ] = False,
+    log_format: Annotated[
+        LogShape | None,
+        typer.Option(
+            help="The files' shape, instead of detecting it per file from its first records",
+            show_default=False,
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ZONE",
+            help="Zone of times written without one: an IANA name (Europe/Berlin) or UTC",
+            show_default=False,
+        ),
+    ] = None,
+    time_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="The record field holding the time, dotted (default: @timestamp, time, "
+            "timestamp, ts, __REALTIME_TIMESTAMP)",
+            show_default=False,
+        ),
+    ] = None,
+    document_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="The record field holding the document, dotted, when a record holds several",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Files parsed at once, in processes (default: one per CPU)", min=1),
+    ] = None,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Turn capture files into traces, one per episode, labelled by scenario.
+    """Turn capture files and logs into traces, one per episode, labelled by scenario.
+
+    Reads imds-replay capture files, shell-loop and kubectl logs, structured JSON logs,
+    journald JSON and curl loops; the shape is detected per file (--log-format forces one).
 
     Ingesting a file again adds nothing; a capture that grew adds only its new episodes.
 
     A file with a bad line is not written at all unless --skip-bad.
 
-    Example: imds-replay ingest vm1.jsonl vm2.log --traces-dir traces
+    Example: imds-replay ingest vm1.jsonl handler.log.gz --tz UTC --traces-dir traces
     """
     from contextlib import nullcontext
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from replay.recording.ingest import FileReport, ingest_file, summarize
+    from replay.recording.documents import parse_path
+    from replay.recording.ingest import FileReport, ingest_parsed, parse_files, summarize
+    from replay.recording.logs import LogOptions
+    from replay.recording.sources import STDIN, input_size
+    from replay.recording.times import parse_tz
+    from replay.store.dataset import check_name
 
+    if sum(1 for f in files if str(f) == STDIN) > 1:
+        raise ReplayError("- (standard input) can be given once")
+    if scenario is not None:
+        check_name(scenario, "scenario")
+
+    def path_option(text: str | None, flag: str) -> tuple[str | int | None, ...] | None:
+        try:
+            return parse_path(text) if text is not None else None
+        except ValueError as exc:
+            raise ReplayError(f"{flag}: {exc}") from None
+
+    options = LogOptions(
+        tz=parse_tz(tz) if tz is not None else None,
+        time_field=path_option(time_field, "--time-field"),
+        document_field=path_option(document_field, "--document-field"),
+        log_format=log_format.value if log_format is not None else None,
+    )
     directory = resolve_dir(traces_dir)
     reports: list[FileReport] = []
     failures: list[str] = []
@@ -138,21 +238,22 @@ def ingest(
         else None
     )
     with progress if progress is not None else nullcontext():
-        total = sum(f.stat().st_size for f in files if f.is_file())
+        total = sum(input_size(f) for f in files)
         task = progress.add_task("ingesting", total=total) if progress is not None else None
 
         def advance(n: int) -> None:
             if progress is not None and task is not None:
                 progress.advance(task, n)
 
-        for path in files:
-            if progress is not None and task is not None:
-                progress.update(task, description=path.name)
+        results = parse_files(
+            files, skip_bad=skip_bad, options=options, jobs=jobs, on_bytes=advance
+        )
+        for path, result in zip(files, results, strict=True):
             try:
+                if isinstance(result, ReplayError):
+                    raise result
                 reports.append(
-                    ingest_file(
-                        path, directory, scenario=scenario, skip_bad=skip_bad, on_bytes=advance
-                    )
+                    ingest_parsed(result, directory, scenario=scenario, skip_bad=skip_bad)
                 )
             except ReplayError as exc:
                 failures.append(f"{exc}; nothing from {path} was written (fix it or --skip-bad)")
@@ -168,6 +269,7 @@ def ingest(
         print_json(
             {
                 "traces_dir": str(directory),
+                "files": [{"file": str(r.path), "shape": r.shape, **r.counts} for r in reports],
                 "by_scenario": by_scenario,
                 "traces": [
                     {
@@ -186,9 +288,26 @@ def ingest(
             }
         )
     else:
+        print_table(
+            f"{len(reports)} of {len(files)} files ingested",
+            ["file", "shape", "polls", "failed", "no document", "episodes"],
+            [
+                (
+                    r.path.name,
+                    r.shape,
+                    *(
+                        ("-", "-", "-")  # a capture writes changes, not every poll
+                        if r.shape == "capture"
+                        else (r.counts["polls"], r.counts["failed_polls"], r.counts["no_document"])
+                    ),
+                    r.counts["episodes"],
+                )
+                for r in reports
+            ],
+        )
         rows = [(s, c["added"], c["updated"], c["unchanged"]) for s, c in by_scenario.items()]
         print_table(
-            f"{len(reports)} of {len(files)} files ingested into {directory}",
+            f"traces written into {directory}",
             ["scenario", "added", "updated", "unchanged"],
             rows,
         )

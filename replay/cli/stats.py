@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,18 @@ from replay.cli.common import (
     user_errors,
 )
 from replay.core.timeline import Origin
+from replay.errors import ReplayError
+
+ANALYSIS_MODULES = ("pandas", "matplotlib")
+
+
+def need_analysis(command: str) -> None:
+    """Stop with the line that installs the analysis extra when it is missing."""
+    missing = [m for m in ANALYSIS_MODULES if find_spec(m) is None]
+    if missing:
+        raise ReplayError(
+            f"{command} needs {' and '.join(missing)}: pip install 'imds-replay[analysis]'"
+        )
 
 
 class TimingsFormat(StrEnum):
@@ -74,6 +87,7 @@ def timings(
 
     Example: imds-replay timings --format json
     """
+    need_analysis("timings")
     from analysis.timings import PHASES as phases
     from analysis.timings import load_events, scenario_stats, stat_key, to_records
     from replay.store.schema import BadFile
@@ -151,6 +165,7 @@ def plot(
 
     Example: imds-replay plot live-migration --out live-migration.png
     """
+    need_analysis("plot")
     from analysis.plots import save_figure, trace_figure
     from replay.store.dataset import load_trace
 

@@ -1,24 +1,24 @@
 """Polling a real Scheduled Events endpoint into a crash-safe capture file (capture_file).
 
-This module must run on a bare VM: no pandas, no pyarrow.
+Standard library only, Python 3.8 syntax: this module is also the body of the single-file
+capture script (capture_script) that runs on a bare VM's python3. Requests run in a worker
+thread (http.client, no proxies, as IMDS wants); a request given up on has its socket shut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import math
+import re
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Protocol
 
-import aiohttp
-import orjson
-
-from replay.clock import Clock, SystemClock
-from replay.core.imds import LATEST_VERSION
 from replay.recording.capture_file import (
     CAPTURE_FORMAT,
     HEARTBEAT_S,
@@ -26,11 +26,34 @@ from replay.recording.capture_file import (
     CaptureError,
     CaptureStats,
     CaptureWriter,
+    dumps,
     iso_utc,
 )
+from replay.recording.capture_http import Http
 
-DEFAULT_URL = f"http://169.254.169.254/metadata/scheduledevents?api-version={LATEST_VERSION}"
+
+class Clock(Protocol):
+    """What a capture needs of a clock (replay.clock.SystemClock or FakeClock, or the
+    script's own)."""
+
+    def now(self) -> float: ...
+    def wall(self) -> datetime: ...
+    async def sleep_until(self, t: float) -> None: ...
+
+
+IMDS_URL = "http://169.254.169.254/metadata/scheduledevents"
 APPROVE_POLICIES = tuple(p.value for p in ApprovePolicy)
+
+
+def default_url(api_version: str) -> str:
+    """The Scheduled Events endpoint of IMDS, at an api-version."""
+    return f"{IMDS_URL}?api-version={api_version}"
+
+
+def default_out() -> Path:
+    """capture-<host>.jsonl in the current directory."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "vm"
+    return Path(f"capture-{host}.jsonl")
 
 
 def to_approve(document: Mapping[str, Any], policy: str, done: set[str]) -> list[str]:
@@ -70,7 +93,7 @@ class Poller:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Http,
         url: str,
         writer: CaptureWriter,
         *,
@@ -187,17 +210,16 @@ class Poller:
 
     async def _fetch(self) -> dict[str, Any] | str:
         try:
-            async with self.session.get(self.url, headers={"Metadata": "true"}) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    return f"HTTP {resp.status}: {_snippet(body)}"
-        except aiohttp.ClientConnectorError as exc:
-            return f"cannot connect: {exc.os_error.strerror or exc}"
-        except (aiohttp.ClientError, OSError) as exc:
+            status, body = await self.session.request("GET")
+        except ConnectionRefusedError as exc:
+            return f"cannot connect: {exc.strerror or exc}"
+        except (OSError, http.client.HTTPException) as exc:
             return f"{type(exc).__name__}: {exc}"
+        if status != 200:
+            return f"HTTP {status}: {_snippet(body)}"
         try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            document = json.loads(body)
+        except ValueError as exc:
             return f"malformed JSON ({exc}): {_snippet(body)}"
         problem = _shape_problem(document)
         if problem:
@@ -206,15 +228,13 @@ class Poller:
         return result
 
     async def _post(self, event_ids: list[str]) -> str | None:
-        body = orjson.dumps({"StartRequests": [{"EventId": eid} for eid in event_ids]})
-        headers = {"Metadata": "true", "Content-Type": "application/json"}
+        body = dumps({"StartRequests": [{"EventId": eid} for eid in event_ids]})
         try:
-            async with self.session.post(self.url, data=body, headers=headers) as resp:
-                answer = await resp.read()
-                if resp.status >= 300:
-                    return f"HTTP {resp.status}: {_snippet(answer)}"
-        except (aiohttp.ClientError, OSError) as exc:
+            status, answer = await self.session.request("POST", body)
+        except (OSError, http.client.HTTPException) as exc:
             return f"{type(exc).__name__}: {exc}"
+        if status >= 300:
+            return f"HTTP {status}: {_snippet(answer)}"
         return None
 
 
@@ -262,21 +282,25 @@ async def capture(
         "approve": approve,
     }
     writer = CaptureWriter.open(out, header)
+    timeout_s = timeout_s if timeout_s is not None else max(interval_s, 2.0)
+    session = Http(url, timeout_s)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-            poller = Poller(
-                session,
-                url,
-                writer,
-                clock=clock,
-                interval_s=interval_s,
-                duration_s=duration_s,
-                until_events=until_events,
-                approve=approve,
-                timeout_s=timeout_s if timeout_s is not None else max(interval_s, 2.0),
-                on_poll=on_poll,
-            )
+        poller = Poller(
+            session,
+            url,
+            writer,
+            clock=clock,
+            interval_s=interval_s,
+            duration_s=duration_s,
+            until_events=until_events,
+            approve=approve,
+            timeout_s=timeout_s,
+            on_poll=on_poll,
+        )
+        try:
             await _run_until_stopped(poller, stop)
+        finally:
+            session.close()
         poller.heartbeat()
         return poller.stats
     finally:
@@ -305,6 +329,7 @@ def run_capture(
     url: str,
     out: Path,
     *,
+    clock: Clock,
     interval_s: float = 1.0,
     duration_s: float | None = None,
     until_events: int | None = None,
@@ -331,7 +356,7 @@ def run_capture(
             return await capture(
                 url,
                 out,
-                clock=SystemClock(),
+                clock=clock,
                 interval_s=interval_s,
                 duration_s=duration_s,
                 until_events=until_events,

@@ -12,26 +12,27 @@ approved events, and a heartbeat at least every HEARTBEAT_S seconds:
 
 Every line is written with one write() and fsynced, so a kill -9 loses at most the line in
 flight.
+
+Standard library only, Python 3.8 syntax: with capture and capture_main this module is also
+the single-file capture script (capture_script) that runs on a bare VM's python3.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import Any, Mapping
 
 from replay.errors import ReplayError
 
 CAPTURE_FORMAT = 1
 
 
-class ApprovePolicy(StrEnum):
+class ApprovePolicy(str, Enum):
     """Which Scheduled events a capture approves at once."""
 
     none = "none"
@@ -49,9 +50,14 @@ class CaptureError(ReplayError):
     """A capture that cannot start: a bad option or an output file that is not a capture."""
 
 
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as a capture line holds it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def iso_utc(moment: datetime) -> str:
     """ISO-8601 UTC with microseconds and a Z, as capture lines carry it."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -147,7 +153,7 @@ class CaptureWriter:
     def write(self, line: Mapping[str, Any]) -> None:
         """Append one JSON line and make it durable before returning."""
         try:
-            os.write(self._fd, orjson.dumps(line) + b"\n")
+            os.write(self._fd, dumps(line) + b"\n")
             os.fsync(self._fd)
         except OSError as exc:
             raise CaptureError(f"cannot write to {self.path}: {exc.strerror}") from exc

@@ -17,6 +17,9 @@ class BadLineError(ReplayError):
         super().__init__(f"{path}:{lineno}: {why}")
         self.path, self.lineno, self.why = path, lineno, why
 
+    def __reduce__(self) -> tuple[type[BadLineError], tuple[Path, int | str, str]]:
+        return type(self), (self.path, self.lineno, self.why)  # crosses --jobs processes
+
 
 class BadLine(Exception):
     """Raised inside a parser: the line being parsed is bad, for this reason."""
@@ -48,11 +51,18 @@ class ParsedCapture:
 
     path: Path
     format: str
+    """The shape read: capture, plain, json or curl (replay.recording.logs)."""
     header: dict[str, Any]
     identity: bytes
     """Bytes that never change as the capture grows (its header or first line)."""
     lines: int = 0
     bytes_read: int = 0
+    detail: str = ""
+    """Where the time and the document were found, for the summary."""
+    polls: int = 0
+    failed_polls: int = 0
+    no_document: int = 0
+    """Records (and blank lines) holding no document: skipped, never errors."""
     episodes: list[Episode] = field(default_factory=list)
     approvals: list[tuple[datetime, tuple[str, ...]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -7,16 +7,22 @@ is left alone, and a file with a bad line writes nothing (unless skip_bad).
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import queue
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from replay.core.timeline import Approval, Snapshot, Trace, trace_problems
+from replay.cpus import usable_cpus
 from replay.errors import ReplayError
 from replay.recording.episodes import BadLineError, Episode, ParsedCapture
-from replay.recording.parse import parse_capture
+from replay.recording.logs import LogOptions
+from replay.recording.parse import parse_capture, parse_in_worker, start_worker
+from replay.recording.sources import STDIN
 from replay.store.dataset import check_name, episode_files, trace_path, write_trace
 from replay.store.files import read_trace
 
@@ -144,12 +150,33 @@ def store_trace(trace: Trace, traces_dir: Path, file: Path) -> Outcome:
 
 @dataclass
 class FileReport:
-    """One ingested file: what was written, what was skipped and why."""
+    """One ingested file: what was written, what was skipped and why, and what it held."""
 
     path: Path
     outcomes: list[Outcome]
     warnings: list[str]
     skipped: list[BadLineError]
+    shape: str = ""
+    """The shape read (capture, plain, json, curl) and where time and document were."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """lines, polls, failed polls, records without a document, episodes."""
+
+
+def ingest_parsed(
+    parsed: ParsedCapture, traces_dir: Path, *, scenario: str | None = None, skip_bad: bool = False
+) -> FileReport:
+    """Validate every episode of a parsed file, then write their traces."""
+    traces = capture_traces(parsed, scenario=scenario, skip_bad=skip_bad)
+    outcomes = [store_trace(trace, traces_dir, parsed.path) for trace in traces]
+    shape = f"{parsed.format} ({parsed.detail})" if parsed.detail else parsed.format
+    counts = {
+        "lines": parsed.lines,
+        "polls": parsed.polls,
+        "failed_polls": parsed.failed_polls,
+        "no_document": parsed.no_document,
+        "episodes": len(parsed.episodes),
+    }
+    return FileReport(parsed.path, outcomes, parsed.warnings, parsed.skipped, shape, counts)
 
 
 def ingest_file(
@@ -159,17 +186,80 @@ def ingest_file(
     scenario: str | None = None,
     skip_bad: bool = False,
     on_bytes: Callable[[int], None] | None = None,
+    options: LogOptions | None = None,
 ) -> FileReport:
-    """Parse and validate every episode of one capture file, then write their traces.
+    """Parse and validate every episode of one capture file or log, then write their traces.
 
     Nothing from the file is written if any line is bad (unless skip_bad).
     """
     if scenario is not None:
         check_name(scenario, "scenario")
-    parsed = parse_capture(path, skip_bad=skip_bad, on_bytes=on_bytes)
-    traces = capture_traces(parsed, scenario=scenario, skip_bad=skip_bad)
-    outcomes = [store_trace(trace, traces_dir, path) for trace in traces]
-    return FileReport(path, outcomes, parsed.warnings, parsed.skipped)
+    parsed = parse_capture(path, skip_bad=skip_bad, on_bytes=on_bytes, options=options)
+    return ingest_parsed(parsed, traces_dir, scenario=scenario, skip_bad=skip_bad)
+
+
+# -- many files, parsed in parallel -----------------------------------------------------------
+
+
+def parse_files(
+    paths: Sequence[Path],
+    *,
+    skip_bad: bool = False,
+    options: LogOptions | None = None,
+    jobs: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> list[ParsedCapture | ReplayError]:
+    """Parse files (up to jobs at once, in processes; default one per CPU), in input order.
+
+    Each file's result is its ParsedCapture or the ReplayError that rejected it. Standard input
+    (`-`) is read in this process. The results do not depend on jobs.
+    """
+    options = options or LogOptions()
+    results: dict[int, ParsedCapture | ReplayError] = {}
+    in_workers = [i for i, p in enumerate(paths) if str(p) != STDIN]
+    jobs = min(jobs or usable_cpus(), len(in_workers))
+    if jobs <= 1:
+        in_workers = []
+    for i, path in enumerate(paths):
+        if i not in in_workers:
+            results[i] = _parse_here(path, skip_bad, options, on_bytes)
+    if in_workers:
+        context = multiprocessing.get_context("spawn")
+        progress: multiprocessing.Queue[int] = context.Queue()
+        with ProcessPoolExecutor(jobs, context, start_worker, (progress,)) as pool:
+            futures = {
+                pool.submit(parse_in_worker, paths[i], skip_bad, options): i for i in in_workers
+            }
+            pending: set[Future[ParsedCapture]] = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                _drain(progress, on_bytes)
+                for future in done:
+                    try:
+                        results[futures[future]] = future.result()
+                    except ReplayError as exc:
+                        results[futures[future]] = exc
+        _drain(progress, on_bytes)
+    return [results[i] for i in range(len(paths))]
+
+
+def _parse_here(
+    path: Path, skip_bad: bool, options: LogOptions, on_bytes: Callable[[int], None] | None
+) -> ParsedCapture | ReplayError:
+    try:
+        return parse_capture(path, skip_bad=skip_bad, on_bytes=on_bytes, options=options)
+    except ReplayError as exc:
+        return exc
+
+
+def _drain(progress: multiprocessing.Queue[int], on_bytes: Callable[[int], None] | None) -> None:
+    while True:
+        try:
+            n = progress.get_nowait()
+        except queue.Empty:
+            return
+        if on_bytes is not None:
+            on_bytes(n)
 
 
 def summarize(reports: list[FileReport]) -> dict[str, dict[str, int]]:

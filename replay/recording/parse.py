@@ -1,385 +1,209 @@
-"""Parsing capture files and logs into episodes (nothing is written here; see ingest).
+"""Reading one capture file or log into episodes (nothing is written here; see ingest).
 
-Two input formats, detected per file from its first non-blank line:
-- the capture format written by `imds-replay capture` (replay.recording.capture_file): a
-  `{"capture": ...}` header, then `{"t": ..., "document"|"approved"|...: ...}` lines;
-- plain logs from a shell loop: `<ISO-8601 timestamp> <JSON document>` per poll (an empty
-  body, or an IMDS `{"error": ...}` body, is a failed poll).
-
-An episode runs from the empty document before an event appears until the Events array is
-empty again; overlapping events stay in one episode. Its trace starts LEAD_IN_S before the
-first event at the latest observation of the empty document (or at that document's first poll
-when it was seen for less than LEAD_IN_S). A document whose Events equal the previous one's is a
-repeat and collapses into it.
+The shape is detected from the file's first records (replay.recording.logs.detect) or forced:
+the capture format (replay.recording.machine), or a log (plain, json, curl). A log is read in
+one pass while its polls come in time order; at the first poll earlier than the one before it
+(a viewer's export, newest first) it is read again, its polls sorted by time.
 """
 
 from __future__ import annotations
 
-import bisect
+import multiprocessing
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from replay.core.reference import LEAD_IN_S
-from replay.core.timeline import document_problems
 from replay.errors import ReplayError
-from replay.recording.capture_file import CAPTURE_FORMAT
-from replay.recording.episodes import BadLine, BadLineError, Episode, ParsedCapture
+from replay.recording.episodes import BadLine, BadLineError, ParsedCapture
+from replay.recording.logs import LOG_SHAPES, SHAPES, LogOptions, Shape, detect
+from replay.recording.machine import OutOfOrder, Parser, bad_line, read_header
+from replay.recording.sources import Source, open_source
 
-LEAD_IN = timedelta(seconds=LEAD_IN_S)
-NEVER = datetime.min.replace(tzinfo=UTC)
+__all__ = ["SHAPES", "BadLineError", "LogOptions", "parse_capture"]
+
 PROGRESS_BYTES = 1 << 20
 """Bytes read between progress callbacks."""
+PRUNE_EVERY = 4096
 
 
-def _parse_t(text: Any) -> datetime:
-    """An ISO-8601 timestamp with a zone (str or ASCII bytes), as an aware datetime."""
-    try:
-        moment = datetime.fromisoformat(text if type(text) is str else text.decode())
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        shown = text[:40] if isinstance(text, str | bytes) else text
-        raise BadLine(f"not an ISO-8601 timestamp: {shown!r}") from None
-    if moment.tzinfo is None:
-        raise BadLine(f"timestamp {moment.isoformat()!r} has no zone (add Z or an offset)")
-    # Kept as a datetime: converting every line's time to a float would cost more than orjson.
-    return moment
+class _Collector:
+    """A sink that keeps every poll, to be sorted by time and fed to the state machine."""
 
+    def __init__(self) -> None:
+        self.records: list[tuple[datetime, int, Any]] = []
+        self.last: Any = None
 
-def _diagnose(raw: bytes, lineno: int) -> None:
-    """Raise BadLine saying why a capture line failed the fast path."""
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadLine(f"not JSON: {exc}") from None
-    if type(line) is not dict:
-        raise BadLine("a capture line must be a JSON object")
-    if "t" not in line:
-        if "capture" in line:
-            raise BadLine("a second capture header; ingest each capture file on its own")
-        raise BadLine(f"no 't' timestamp (keys: {', '.join(sorted(line)) or 'none'})")
-    _parse_t(line["t"])
-    raise AssertionError(f"capture line failed to parse for no known reason: {raw!r}")
+    def poll(self, t: datetime, doc: Any, lineno: int) -> None:
+        self.records.append((t, lineno, doc))
+        self.last = doc
 
+    def repeats(self, times: list[datetime], first_line: int) -> None:
+        last = self.last
+        self.records.extend((t, lineno, last) for lineno, t in enumerate(times, first_line))
 
-def _ids(document: dict[str, Any]) -> str:
-    return ", ".join(e["EventId"] for e in document["Events"])
+    def failed(self, t: datetime, lineno: int) -> None:
+        self.records.append((t, lineno, None))
 
-
-class _Parser:
-    """A state machine over one file's lines: quiet -> episode -> quiet, or mid (skipped)."""
-
-    def __init__(self, parsed: ParsedCapture) -> None:
-        self.p = parsed
-        self.doc: dict[str, Any] | None = None  # the current document (first of its repeats)
-        self.doc_line = 0
-        self.body: bytes | None = None  # what followed the timestamp on the last document line
-        self.last_at = NEVER  # the latest line's time (plain logs): time never goes back
-        self.known = False  # whether the last outcome was a document (heartbeats observe it)
-        self.region = "start"
-        self.quiet_since = NEVER
-        self.quiet_line = 0
-        self.obs: list[datetime] = []
-        self.ep_docs: list[tuple[datetime, dict[str, Any], int]] = []
-        self.handler: Callable[[list[bytes], int, bool], None] | None = None
-
-    def observe(self, t: datetime) -> None:
-        """The quiet document was seen at t; keep only what can still become a start."""
-        if self.region == "quiet":
-            self.obs.append(t)
-
-    def prune(self) -> None:
-        """Forget observations superseded by a later one at least LEAD_IN before the latest.
-
-        Called between blocks of lines: pruning on every line would cost more.
-        """
-        if len(self.obs) > 64:
-            superseded = bisect.bisect_right(self.obs, self.obs[-1] - LEAD_IN) - 1
-            if superseded > 0:
-                del self.obs[:superseded]
-
-    def error(self) -> None:
-        self.known = False
-
-    def document(self, t: datetime, doc: Any, lineno: int) -> None:
-        prev = self.doc
-        if doc == prev:
-            self.known = True
-            self.observe(t)
-            return
-        problems = list(document_problems(doc, "document"))
-        if problems:
-            raise BadLine(problems[0].removeprefix("document: "))
-        events = doc["Events"]
-        inc = doc["DocumentIncarnation"]
-        if prev is None:
-            self._first(t, doc, lineno)
-            return
-        prev_events, prev_inc = prev["Events"], prev["DocumentIncarnation"]
-        if self.region == "quiet" and not events:
-            self._quiet(t, doc, lineno)  # a new empty document; IMDS may reset incarnation
-            return
-        if events == prev_events:
-            if inc < prev_inc:
-                raise BadLine(
-                    f"DocumentIncarnation went back from {prev_inc} (line {self.doc_line})"
-                )
-            self.known = True
-            return  # an incarnation bump alone is not a change a trace can hold
-        if inc <= prev_inc:
-            raise BadLine(
-                f"Events changed but DocumentIncarnation {inc} is not above {prev_inc} "
-                f"(line {self.doc_line})"
-            )
-        if self.region == "quiet":
-            if t <= self.quiet_since:
-                raise BadLine(
-                    f"timestamp is not after the previous document's (line {self.doc_line})"
-                )
-            self._open(t, doc, lineno)
-        elif self.region == "episode":
-            if t <= self.ep_docs[-1][0]:
-                raise BadLine(
-                    f"timestamp is not after the previous document's (line {self.doc_line})"
-                )
-            self.ep_docs.append((t, doc, lineno))
-            if not events:
-                self.p.episodes.append(Episode(tuple(self.ep_docs)))
-                self._quiet(t, doc, lineno)
-        elif not events:  # the end of an event the capture joined late
-            self._quiet(t, doc, lineno)
-        self._set(doc, lineno)
-
-    def _not_after(self) -> str:
-        return f"timestamp is not after the previous document's (line {self.doc_line})"
-
-    def _set(self, doc: dict[str, Any], lineno: int) -> None:
-        self.doc, self.doc_line, self.known = doc, lineno, True
-
-    def _first(self, t: datetime, doc: dict[str, Any], lineno: int) -> None:
-        if doc["Events"]:
-            self.region = "mid"
-            self.p.warnings.append(
-                f"{self.p.path}:{lineno}: the capture starts mid-event ({_ids(doc)}); that "
-                "episode's start was not seen, so it is skipped"
-            )
-            self._set(doc, lineno)
-        else:
-            self._quiet(t, doc, lineno)
-
-    def _quiet(self, t: datetime, doc: dict[str, Any], lineno: int) -> None:
-        self.region = "quiet"
-        self.quiet_since, self.quiet_line = t, lineno
-        self.obs.clear()
-        self.obs.append(t)
-        self._set(doc, lineno)
-
-    def _open(self, t: datetime, doc: dict[str, Any], lineno: int) -> None:
-        assert self.doc is not None
-        start = self.quiet_since
-        latest = bisect.bisect_right(self.obs, t - LEAD_IN) - 1  # obs[latest] <= t - LEAD_IN
-        if latest >= 0 and self.obs[latest] > start:
-            start = self.obs[latest]
-        self.region = "episode"
-        self.ep_docs = [(start, self.doc, self.quiet_line), (t, doc, lineno)]
-
-    def finish(self) -> None:
-        if self.region == "episode":
-            self.p.warnings.append(
-                f"{self.p.path}:{self.ep_docs[1][2]}: the episode starting here is still open "
-                f"(the capture ends with {_ids(self.ep_docs[-1][1]) or 'events'} present); "
-                "ingest the file again once the capture has grown"
-            )
-
-    # -- the two line formats ------------------------------------------------------------
-
-    def capture_block(self, block: list[bytes], first: int, skip_bad: bool) -> None:
-        """Capture-format lines; heartbeats, most of a long capture, take the inline path."""
-        loads, fromiso, obs = orjson.loads, datetime.fromisoformat, self.obs
-        observing = self.known and self.region == "quiet"
-        for lineno, raw in enumerate(block, first):
-            try:
-                line = loads(raw)
-                t = fromiso(line["t"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                if raw.strip():
-                    self.guarded(_diagnose, raw, lineno, skip_bad)
+    def replay(self, machine: Parser, bad: Callable[[bytes, int, str], None]) -> None:
+        """Feed the polls in time order; of polls at the same time, the file's order is kept
+        (newest-first files are reversed first). A record seen twice counts once."""
+        records = self.records
+        if records and records[0][0] > records[-1][0]:
+            records.reverse()
+        records.sort(key=itemgetter(0))
+        previous: tuple[datetime, Any] | None = None
+        for n, (t, lineno, doc) in enumerate(records):
+            if previous is not None and previous[0] == t and previous[1] == doc:
                 continue
-            if t.tzinfo is not None:
-                beat = line.get("heartbeat")
-                if type(beat) is dict and "stopped" not in beat:
-                    if observing:
-                        obs.append(t)
-                    continue
-                if beat is None:
-                    if "error" in line and len(line) == 2:
-                        self.known = observing = False
-                        continue
-                    if line.get("document") == self.doc and self.doc is not None:
-                        self.known = True  # the same document again, after an error
-                        observing = self.region == "quiet"
-                        if observing:
-                            obs.append(t)
-                        continue
-            try:
-                self.capture_object(line, t, lineno)
-            except BadLine as bad:
-                _bad_line(self.p, raw, lineno, str(bad), skip_bad)
-            observing = self.known and self.region == "quiet"
-
-    def guarded(
-        self, handle: Callable[[bytes, int], None], raw: bytes, lineno: int, skip_bad: bool
-    ) -> None:
-        """handle(raw, lineno), turning a bad line into an error, a skip or a warning."""
-        try:
-            handle(raw, lineno)
-        except BadLine as bad:
-            _bad_line(self.p, raw, lineno, str(bad), skip_bad)
-
-    def capture_object(self, line: dict[str, Any], t: datetime, lineno: int) -> None:
-        if t.tzinfo is None:
-            raise BadLine(f"timestamp {line['t']!r} has no zone (add Z or an offset)")
-        if "heartbeat" in line:
-            if type(line["heartbeat"]) is not dict:
-                raise BadLine("heartbeat must be a JSON object")
-            if self.known:
-                self.observe(t)
-            if "stopped" in line["heartbeat"]:
-                self.known = False
-        elif "document" in line:
-            self.document(t, line["document"], lineno)
-        elif "approved" in line:
-            ids = line["approved"]
-            if type(ids) is not list or not all(isinstance(i, str) and i for i in ids):
-                raise BadLine("approved must be a list of EventIds")
-            self.p.approvals.append((t, tuple(ids)))
-        elif "error" in line:
-            self.error()
-        else:
-            raise BadLine(f"unknown line kind (keys: {', '.join(sorted(line))})")
-
-    def plain_block(self, block: list[bytes], first: int, skip_bad: bool) -> None:
-        """Plain-log lines; a repeat of the previous document, the common case, skips orjson."""
-        fromiso, obs = datetime.fromisoformat, self.obs
-        last = self.last_at
-        for lineno, raw in enumerate(block, first):
-            stamp, _, tail = raw.partition(b" ")
-            if tail == self.body:
+            previous = (t, doc)
+            if doc is None:
+                machine.failed(t, lineno)
+            else:
                 try:
-                    t = fromiso(stamp.decode())
-                except (ValueError, UnicodeDecodeError):
-                    t = None
-                if t is not None and t.tzinfo is not None and t >= last:
-                    last = t
-                    if self.region == "quiet":
-                        obs.append(t)
-                    continue
-            self.last_at = last
-            self.guarded(self.plain_line, raw, lineno, skip_bad)
-            last = self.last_at
-        self.last_at = last
-
-    def plain_line(self, raw: bytes, lineno: int) -> None:
-        line = raw.strip()
-        if not line:
-            return
-        stamp, _, body = line.partition(b" ")
-        body = body.lstrip()
-        t = _parse_t(stamp)
-        if t < self.last_at:
-            raise BadLine(f"timestamp goes back in time (an earlier line says {self.last_at})")
-        self.last_at = t
-        if not body:
-            self.error()  # curl printed nothing: the poll failed
-            return
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadLine(f"not a JSON document after the timestamp: {exc}") from None
-        if type(doc) is dict and "Events" not in doc and ("error" in doc or "message" in doc):
-            self.error()  # an IMDS error body
-            return
-        self.document(t, doc, lineno)
-        self.body = raw.partition(b" ")[2]
+                    machine.poll(t, doc, lineno)
+                except BadLine as exc:
+                    bad(b"\n", lineno, str(exc))
+            if n % PRUNE_EVERY == 0:
+                machine.prune()
 
 
-def _header(raw: bytes, path: Path) -> dict[str, Any]:
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadLine(f"not a capture header: {exc}") from None
-    header = line.get("capture") if type(line) is dict else None
-    if type(header) is not dict or type(header.get("format")) is not int:
-        raise BadLine('a capture file starts with {"capture": {"format": ..., ...}}')
-    if header["format"] > CAPTURE_FORMAT:
-        raise ReplayError(
-            f"{path}: written in capture format {header['format']}; this build of imds-replay "
-            f"reads format {CAPTURE_FORMAT} and older (upgrade imds-replay)"
-        )
-    result: dict[str, Any] = header
-    return result
+class _CaptureLines:
+    """The capture format: the header on the first non-blank line, then its lines."""
+
+    def __init__(self, parsed: ParsedCapture, machine: Parser, skip_bad: bool) -> None:
+        self.p, self.machine, self.skip_bad = parsed, machine, skip_bad
+        self.started = False
+
+    def block(self, block: list[bytes], first: int) -> None:
+        if not self.started:
+            for i, raw in enumerate(block):
+                if raw.strip():
+                    self.started = True
+                    try:
+                        self.p.header = read_header(raw, self.p.path)
+                    except BadLine as exc:
+                        bad_line(self.p, raw, first + i, str(exc), self.skip_bad)
+                    block, first = block[i + 1 :], first + i + 1
+                    break
+            else:
+                return
+        self.machine.capture_block(block, first, self.skip_bad)
 
 
 def parse_capture(
-    path: Path, *, skip_bad: bool = False, on_bytes: Callable[[int], None] | None = None
+    path: Path,
+    *,
+    skip_bad: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+    options: LogOptions | None = None,
 ) -> ParsedCapture:
-    """Read one capture file (either format) into episodes; raise BadLineError on a bad line.
+    """Read one capture file or log (`-`: stdin; gzip or zstd) into episodes.
 
-    With skip_bad, bad lines are skipped and listed in `skipped`. A last line without a
-    newline that does not parse (a capture killed mid-write) is dropped with a warning.
-    on_bytes(n) is called now and then with the bytes read since its previous call.
+    Raises BadLineError on a bad line; with skip_bad, bad lines are skipped and listed in
+    `skipped`. A last line without a newline that does not parse (a capture killed mid-write)
+    is dropped with a warning. on_bytes(n) is called now and then with the (compressed) bytes
+    read since its previous call.
     """
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise ReplayError(f"cannot read {path}: {exc.strerror}") from exc
-    parsed = ParsedCapture(path, "plain", {}, b"")
-    parser = _Parser(parsed)
-    with fh:
-        for raw in fh:
-            parsed.lines += 1
-            if raw.strip():
-                try:
-                    _detect(parsed, parser, raw, parsed.lines)
-                except BadLine as bad:
-                    _bad_line(parsed, raw, parsed.lines, str(bad), skip_bad)
-                break
-        handle = parser.handler
-        # Blocks of about a MiB keep the per-line loops free of progress bookkeeping.
-        while handle is not None and (block := fh.readlines(PROGRESS_BYTES)):
-            handle(block, parsed.lines + 1, skip_bad)
-            parser.prune()
-            parsed.lines += len(block)
-            if on_bytes is not None:
-                on_bytes(fh.tell() - parsed.bytes_read)
-            parsed.bytes_read = fh.tell()
-        if on_bytes is not None and fh.tell() > parsed.bytes_read:
-            on_bytes(fh.tell() - parsed.bytes_read)
-    parser.finish()
-    return parsed
+    options = options or LogOptions()
+    reported = 0
+
+    def progress(position: int) -> None:
+        nonlocal reported
+        if on_bytes is not None and position > reported:
+            on_bytes(position - reported)
+            reported = position
+
+    with open_source(path) as source:
+        try:
+            return _read(source, options, skip_bad, progress, sort=False)[0]
+        except OutOfOrder:
+            source.rewind()
+            parsed, earliest = _read(source, options, skip_bad, progress, sort=True)
+            if earliest:
+                # Named by its earliest poll, not its first line: a viewer's export, newest
+                # first, starts with a different line each time it is exported again.
+                source.rewind()
+                parsed.identity = _line_at(source, earliest).strip()
+            return parsed
 
 
-def _detect(parsed: ParsedCapture, parser: _Parser, raw: bytes, lineno: int) -> None:
-    """The first non-blank line picks the format and names the capture."""
-    parsed.identity = raw.strip()
-    if raw.lstrip().startswith(b"{"):
-        parsed.format, parser.handler = "capture", parser.capture_block
-        parsed.header = _header(raw, parsed.path)
-    else:
-        parsed.format, parser.handler = "plain", parser.plain_block
-        parser.plain_line(raw, lineno)
+def _read(
+    source: Source,
+    options: LogOptions,
+    skip_bad: bool,
+    progress: Callable[[int], None],
+    *,
+    sort: bool,
+) -> tuple[ParsedCapture, int]:
+    """The parsed file, and (when sorted) the line of its earliest poll (0 if none)."""
+    parsed = ParsedCapture(source.name, "plain", {}, b"")
+    machine = Parser(parsed)
+    collector = _Collector() if sort else None
 
+    def bad(raw: bytes, lineno: int, why: str) -> None:
+        bad_line(parsed, raw, lineno, why, skip_bad)
 
-def _bad_line(parsed: ParsedCapture, raw: bytes, lineno: int, why: str, skip_bad: bool) -> None:
-    if not raw.endswith(b"\n"):
-        parsed.warnings.append(
-            f"{parsed.path}:{lineno}: the last line is cut short (a capture killed "
-            f"mid-write?) and was dropped: {why}"
+    block = source.readlines(PROGRESS_BYTES)
+    shape_name = options.log_format or detect(block)
+    if shape_name is None and any(raw.strip() for raw in block):
+        raise ReplayError(
+            f"{source.name}: cannot tell what kind of log this is from its first lines (no "
+            "time at a line's start, no JSON record); name it with --log-format "
+            f"{'|'.join(SHAPES)}"
         )
-        return
-    error = BadLineError(parsed.path, lineno, why)
-    if not skip_bad:
-        raise error from None
-    parsed.skipped.append(error)
+    shape_name = shape_name or "plain"
+    parsed.format = shape_name
+    parsed.identity = next((raw.strip() for raw in block if raw.strip()), b"")
+    shape: Shape | None = None
+    if shape_name == "capture":
+        handle = _CaptureLines(parsed, machine, skip_bad).block
+    else:
+        shape = LOG_SHAPES[shape_name](parsed, options, collector or machine, bad)
+        handle = shape.block
+    while block:
+        handle(block, parsed.lines + 1)
+        machine.prune()
+        parsed.lines += len(block)
+        parsed.bytes_read = source.position()
+        progress(parsed.bytes_read)
+        block = source.readlines(PROGRESS_BYTES)
+    if shape is not None:
+        shape.end()
+        parsed.detail = shape.detail()
+    earliest = 0
+    if collector is not None:
+        collector.replay(machine, bad)
+        parsed.detail = "; ".join(d for d in (parsed.detail, "sorted by time") if d)
+        earliest = collector.records[0][1] if collector.records else 0
+    machine.finish()
+    return parsed, earliest
+
+
+def _line_at(source: Source, lineno: int) -> bytes:
+    """Line lineno (from 1) of a rewound source."""
+    seen = 0
+    while block := source.readlines(PROGRESS_BYTES):
+        if seen + len(block) >= lineno:
+            return block[lineno - seen - 1]
+        seen += len(block)
+    return b""
+
+
+# -- in worker processes (replay.recording.ingest.parse_files) --------------------------
+
+_progress: multiprocessing.Queue[int] | None = None
+
+
+def start_worker(progress: multiprocessing.Queue[int]) -> None:
+    """In a worker process (ingest --jobs): where to report bytes read. Here, not in ingest,
+    so a worker imports the parsers and not the store (pyarrow)."""
+    global _progress
+    _progress = progress
+
+
+def parse_in_worker(path: Path, skip_bad: bool, options: LogOptions) -> ParsedCapture:
+    """parse_capture in a worker process, reporting progress to the parent."""
+    report = _progress.put if _progress is not None else None
+    return parse_capture(path, skip_bad=skip_bad, on_bytes=report, options=options)

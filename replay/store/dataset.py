@@ -2,16 +2,23 @@
 
 Layout: `<traces_dir>/scenario=<scenario>/<name>.parquet` (hive-partitioned by scenario). Only
 this module knows it; ingest, synth and analysis ask it. Trace names are unique in the dataset.
+
+Where: `--traces-dir` or `$IMDS_REPLAY_TRACES` when given; else in a checkout its `traces/`;
+else (installed from a wheel) the user's data directory, which writes go to, read together with
+the reference traces shipped inside the package (never written to).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+import platformdirs
 import pyarrow.parquet as pq
 
 from replay.core.timeline import Trace, validate
@@ -32,16 +39,56 @@ TRACES_ENV = "IMDS_REPLAY_TRACES"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+APP_NAME = "imds-replay"
+_PACKAGE = Path(__file__).resolve().parent.parent  # replay/
+
+
+def checkout_traces_dir() -> Path | None:
+    """The traces/ of the checkout this package runs from, or None when installed."""
+    checkout = _PACKAGE.parent / "traces"
+    if (_PACKAGE.parent / "pyproject.toml").exists() and checkout.is_dir():
+        return checkout
+    return None
+
+
+def shipped_traces_dir() -> Path:
+    """The reference traces installed with the package (read only)."""
+    return _PACKAGE / "_traces"
+
+
+def user_traces_dir() -> Path:
+    """The user's own traces when installed: under the platform's user data directory."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "traces"
+
+
 def default_traces_dir() -> Path:
-    """$IMDS_REPLAY_TRACES, else the checkout's traces/, else the copy shipped in the wheel."""
+    """$IMDS_REPLAY_TRACES, else the checkout's traces/, else the user's data directory."""
     env = os.environ.get(TRACES_ENV)
     if env:
         return Path(env)
-    package = Path(__file__).resolve().parent.parent  # replay/
-    checkout = package.parent / "traces"
-    if (package.parent / "pyproject.toml").exists() and checkout.is_dir():
-        return checkout
-    return package / "_traces"
+    return checkout_traces_dir() or user_traces_dir()
+
+
+def dataset_dirs(traces_dir: Path) -> list[Path]:
+    """The folders the dataset at traces_dir spans, the one written to first: the user's data
+    directory also reads the reference traces shipped with the package."""
+    shipped = shipped_traces_dir()
+    if traces_dir == user_traces_dir() and shipped.is_dir() and shipped != traces_dir:
+        return [traces_dir, shipped]
+    return [traces_dir]
+
+
+def location_of(path: Path) -> str:
+    """Where a trace file lives, for listings: shipped (with the package), user (the data
+    directory), checkout (its traces/), or dataset (--traces-dir, $IMDS_REPLAY_TRACES)."""
+    if path.is_relative_to(shipped_traces_dir()):
+        return "shipped"
+    if path.is_relative_to(user_traces_dir()):
+        return "user"
+    checkout = checkout_traces_dir()
+    if checkout is not None and path.is_relative_to(checkout):
+        return "checkout"
+    return "dataset"
 
 
 def check_name(name: str, what: str = "trace name") -> str:
@@ -147,10 +194,15 @@ def write_bundle(traces: Sequence[Trace], traces_dir: Path, name: str) -> Path:
 
 
 def trace_files(traces_dir: Path) -> list[Path]:
-    """Every trace file in the dataset, sorted; temporary files are never listed."""
-    if not traces_dir.is_dir():
-        return []
-    return sorted(p for p in traces_dir.glob("scenario=*/*.parquet") if not p.name.startswith("."))
+    """Every trace file in the dataset (all its dataset_dirs), sorted per folder, the written
+    folder first; temporary files are never listed."""
+    return [
+        p
+        for root in dataset_dirs(traces_dir)
+        if root.is_dir()
+        for p in sorted(root.glob("scenario=*/*.parquet"))
+        if not p.name.startswith(".")
+    ]
 
 
 def _load(path: Path, validate_all: bool) -> list[TraceInfo | BadFile]:
@@ -166,6 +218,19 @@ def _load(path: Path, validate_all: bool) -> list[TraceInfo | BadFile]:
         return [BadFile(path, str(exc))]
 
 
+@contextmanager
+def without_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: listings make 100,000s of objects and no cycles,
+    and the collector walking them all, again and again, would take most of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def scan(traces_dir: Path, *, validate_all: bool = True) -> tuple[list[TraceInfo], list[BadFile]]:
     """List the dataset: good traces and bad files (each with its first problem).
 
@@ -173,20 +238,28 @@ def scan(traces_dir: Path, *, validate_all: bool = True) -> tuple[list[TraceInfo
     a second time is reported as a duplicate; the first occurrence (in path order) stays listed.
     """
     files = trace_files(traces_dir)
-    with ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
-        results = [r for rs in pool.map(lambda p: _load(p, validate_all), files) for r in rs]
+    with without_gc(), ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
+        per_file = list(pool.map(lambda p: _load(p, validate_all), files))
     good: list[TraceInfo] = []
     bad: list[BadFile] = []
     first: dict[str, Path] = {}
-    for r in results:
-        if isinstance(r, BadFile):
-            bad.append(r)
-        elif r.name in first:
-            dup = f"{r.path}: trace {r.name!r} is also in {first[r.name]}; trace names are unique"
-            bad.append(BadFile(r.path, f"{dup} in the dataset (delete or rename one)", r.name))
-        else:
-            first[r.name] = r.path
-            good.append(r)
+    for results in per_file:
+        names = {r.name: r.path for r in results if isinstance(r, TraceInfo)}
+        if len(names) == len(results) and first.keys().isdisjoint(names):
+            first.update(names)  # the common case, a whole file at once
+            good.extend(results)  # type: ignore[arg-type]
+            continue
+        for r in results:
+            if isinstance(r, BadFile):
+                bad.append(r)
+            elif r.name in first:
+                dup = f"{r.path}: trace {r.name!r} is also in {first[r.name]}; trace names are "
+                bad.append(
+                    BadFile(r.path, f"{dup}unique in the dataset (delete or rename one)", r.name)
+                )
+            else:
+                first[r.name] = r.path
+                good.append(r)
     return good, bad
 
 
@@ -209,7 +282,12 @@ def find_trace(traces_dir: Path, name_or_path: str) -> Path:
         peeked = peek(path)  # an unreadable file named like the trace is its match
         return peeked is None or not peeked[1] or name in peeked[0]
 
-    matches = [m for m in traces_dir.glob(f"scenario=*/{name}.parquet") if holds(m)]
+    matches = [
+        m
+        for root in dataset_dirs(traces_dir)
+        for m in sorted(root.glob(f"scenario=*/{name}.parquet"))
+        if holds(m)
+    ]
     if not matches:
         files = trace_files(traces_dir)
         with ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:

@@ -7,29 +7,36 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.core.timeline import Trace, validate
 from replay.errors import InvalidTraceError, ReplayError
 from replay.store.schema import (
+    INDEX_KEYS,
+    META_INDEX,
     META_TRACES,
     SCHEMA,
     BadFile,
     TraceInfo,
+    check_footer,
     entries_of,
     several_error,
     trace_from_columns,
 )
 
 
-def footer_of(path: Path) -> tuple[list[Any], bool]:
-    """A file's provenance objects and whether it is a bundle, from the footer alone."""
+def _footer(path: Path) -> Any:
     try:
-        metadata = pq.read_schema(path).metadata
+        return pq.read_metadata(path).metadata
     except (OSError, pa.ArrowException) as exc:
         raise InvalidTraceError(f"{path}: cannot read Parquet: {exc}") from exc
-    return entries_of(path, metadata)
+
+
+def footer_of(path: Path) -> tuple[list[Any], bool]:
+    """A file's provenance objects and whether it is a bundle, from the footer alone."""
+    return entries_of(path, _footer(path))
 
 
 def peek(path: Path) -> tuple[list[str], bool] | None:
@@ -146,8 +153,15 @@ def write_atomic(path: Path, write: Any) -> None:
 
 
 def infos_of(path: Path) -> list[TraceInfo]:
-    """One listing entry per trace of a file, from its footer alone (no data pages read)."""
-    entries, bundle = footer_of(path)
+    """One listing entry per trace of a file, from its footer alone (no data pages read); a
+    bundle's index when it has one (its provenance objects are far larger)."""
+    metadata = check_footer(path, _footer(path))
+    if META_INDEX in metadata and META_TRACES in metadata:
+        try:
+            return infos_from_index(path, orjson.loads(metadata[META_INDEX]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidTraceError(f"{path}: malformed trace index: {exc}") from exc
+    entries, bundle = entries_of(path, metadata)
     try:
         return [
             TraceInfo(
@@ -164,6 +178,18 @@ def infos_of(path: Path) -> list[TraceInfo]:
         ]
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidTraceError(f"{path}: malformed trace metadata: {exc}") from exc
+
+
+def infos_from_index(path: Path, index: Any) -> list[TraceInfo]:
+    """Listing entries from a bundle's index."""
+    columns = [index[key] for key in INDEX_KEYS]
+    if len({len(c) for c in columns}) != 1:
+        raise ValueError("index columns differ in length")
+    scenario = str(index["scenario"])
+    return [
+        TraceInfo(str(n), scenario, str(o), int(e), int(d), float(s), path, True)
+        for n, o, e, d, s in zip(*columns, strict=True)
+    ]
 
 
 def info_of(path: Path) -> TraceInfo:

@@ -33,6 +33,13 @@ META_TRACE = b"imds_replay.trace"
 META_TRACES = b"imds_replay.traces"
 
 
+META_INDEX = b"imds_replay.index"
+"""In a bundle: what listings show of its traces (its scenario, then one list per key of
+INDEX_KEYS, in row order), read without the far larger provenance objects."""
+
+INDEX_KEYS = ("name", "origin", "events", "documents", "duration_s")
+
+
 _FIELDS: list[pa.Field[Any]] = [
     pa.field("trace", pa.string(), nullable=False),
     pa.field("seq", pa.int32(), nullable=False),
@@ -61,9 +68,10 @@ SCHEMA = pa.schema(_FIELDS)
 _COLUMNS = tuple(SCHEMA.names)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TraceInfo:
-    """What a listing shows of one stored trace."""
+    """What a listing shows of one stored trace (not frozen: listings build 100,000s of them,
+    and a frozen dataclass takes three times as long to make)."""
 
     name: str
     scenario: str
@@ -152,8 +160,16 @@ def to_table(trace: Trace) -> pa.Table:
 
 
 def bundle_table(traces: Sequence[Trace]) -> pa.Table:
-    """Several traces as one Arrow table: rows grouped by trace, provenance list in row order."""
-    return _table(traces, {META_TRACES: orjson.dumps([_provenance(t) for t in traces])})
+    """Several traces as one Arrow table: rows grouped by trace, provenance list in row order,
+    and an index of what listings show."""
+    provenance = [_provenance(t) for t in traces]
+    index = {
+        "scenario": traces[0].scenario if traces else "",
+        "name": [p["name"] for p in provenance],
+        "origin": [p["origin"] for p in provenance],
+        **{key: [p["summary"][key] for p in provenance] for key in INDEX_KEYS[2:]},
+    }
+    return _table(traces, {META_TRACES: orjson.dumps(provenance), META_INDEX: orjson.dumps(index)})
 
 
 def _provenance(trace: Trace) -> dict[str, Any]:
