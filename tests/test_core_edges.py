@@ -21,7 +21,7 @@ from replay.core.faults import (
     load_playbook,
     parse_playbook,
 )
-from replay.core.imds import error_body, instance_document, parse_start_requests, render
+from replay.core.imds import error_body, parse_start_requests, render
 from replay.core.reference import reference_table, reference_trace
 from replay.core.schedule import EventState, Schedule, Transition, build_schedule
 from replay.core.speed import parse_speed
@@ -35,22 +35,6 @@ def message(error: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 # -- imds -----------------------------------------------------------------------------------
-
-
-def test_the_instance_document_is_what_handlers_read() -> None:
-    assert orjson.loads(instance_document("web-1", location="northeurope")) == {
-        "compute": {
-            "azEnvironment": "AzurePublicCloud",
-            "location": "northeurope",
-            "name": "web-1",
-            "osType": "Linux",
-            "resourceGroupName": "imds-replay",
-            "vmId": "00000000-0000-4000-8000-000000000000",
-            "vmSize": "Standard_D2s_v5",
-        },
-        "network": {"interface": []},
-    }
-    assert orjson.loads(instance_document("x"))["compute"]["location"] == "westeurope"
 
 
 def test_error_bodies_and_start_requests() -> None:
