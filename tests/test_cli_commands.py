@@ -130,3 +130,33 @@ def test_push_command_rejects_a_bad_target_with_one_line() -> None:
     assert result.output.strip().splitlines() == [
         "error: --to 'ftp://x': use a ws://, wss://, http:// or https:// URL"
     ]
+
+
+def test_serve_options_come_from_the_environment_and_flags_win(
+    traces_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured: dict[str, web.Application] = {}
+    monkeypatch.setattr(web, "run_app", lambda a, **_: captured.setdefault("app", a))
+    env = {
+        "IMDS_REPLAY_TRACE": "user-reboot",
+        "IMDS_REPLAY_SPEED": "30",
+        "IMDS_REPLAY_LOOP": "1",
+        "IMDS_REPLAY_APPROVAL_DELAY": "12",
+        "IMDS_REPLAY_START": "virtual",
+    }
+    args = ["serve", "--speed", "5", "--traces-dir", str(traces_dir)]
+    result = CliRunner().invoke(cli_app, args, env=env)
+    assert result.exit_code == 0, result.output
+    session = captured["app"][REGISTRY].sessions["default"]
+    assert session.trace.name == "user-reboot"
+    assert session.speed == 5  # the flag wins over IMDS_REPLAY_SPEED
+    assert session.looping and session.options.approval_delay_s == 12
+    assert session.state is State.virtual
+
+
+@pytest.mark.parametrize("command", ["serve", "run", "capture"])
+def test_help_names_each_options_environment_variable(command: str) -> None:
+    result = CliRunner().invoke(cli_app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "IMDS_REPLAY_SPEED" in result.output or command == "capture"
+    assert "IMDS_REPLAY_INTERVAL" in result.output or command != "capture"

@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar, get_type_hints
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.models import OptionInfo
 
 from replay.errors import ReplayError
 
@@ -50,6 +51,21 @@ def env_var(option: str) -> str:
     """IMDS_REPLAY_<OPTION>: where an option's value may also come from (a flag wins), for
     containers and CI; pass as typer.Option(envvar=...), which --help shows."""
     return "IMDS_REPLAY_" + option.upper()
+
+
+def options_from_env(fn: Callable[P, R]) -> Callable[P, R]:
+    """Let every option of a command also come from IMDS_REPLAY_<OPTION> (a flag wins).
+
+    Options that already name an environment variable (--token, --traces-dir's dataset) keep
+    theirs; arguments (CMD of run) never come from the environment.
+    """
+    hints = get_type_hints(fn, include_extras=True)  # evaluated once, and kept as evaluated
+    for name, annotation in hints.items():
+        for info in getattr(annotation, "__metadata__", ()):
+            if isinstance(info, OptionInfo) and info.envvar is None and name != "traces_dir":
+                info.envvar = env_var(name)
+    fn.__annotations__ = hints
+    return fn
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from replay.cli.common import TracesDir, app, err, resolve_dir, user_errors
+from replay.cli.common import TracesDir, app, err, options_from_env, resolve_dir, user_errors
 from replay.errors import ReplayError
 from replay.playback.anchor import Start
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 @app.command(context_settings={"allow_interspersed_args": False})
 @user_errors
+@options_from_env
 def run(
     trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
     command: Annotated[

@@ -12,6 +12,7 @@ from replay.cli.common import (
     TracesDir,
     app,
     err,
+    options_from_env,
     out,
     resolve_dir,
     user_errors,
@@ -28,6 +29,7 @@ aiohttp's default 60 s (longer than `docker stop` waits before it kills)."""
 
 @app.command()
 @user_errors
+@options_from_env
 def serve(
     trace: Annotated[
         str | None, typer.Option("--trace", help="Trace name or .parquet path; idle without")
