@@ -175,9 +175,10 @@ class Fleet:
         moving = self.state in (State.waiting, State.finished)
         self._set_anchor(rnd * self.duration_s + offset_s, State.running if moving else self.state)
 
-    def next_transition(self) -> float | None:
+    def next_transition(self, after_s: float | None = None) -> float | None:
         """Position (trace seconds, across rounds) of the next change of any VM's document."""
-        rnd, off = self.split(self.position())
+        pos = self.position()
+        rnd, off = self.split(pos if after_s is None else max(pos, after_s))
         found = [
             nxt
             for timeline in self.timelines
@@ -330,7 +331,7 @@ class Fleet:
         for timeline in self.timelines:
             timeline.schedule(rnd)
 
-    def announce(self, deadline: float | None = None) -> None:
+    def announce(self, deadline: float | None = None, at_s: float | None = None) -> None:
         """Push each timeline whose document changed to its VMs' listeners, and log it."""
         pos = self.position()
         lateness = 0.0 if deadline is None else self.clock.now() - deadline

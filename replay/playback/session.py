@@ -215,9 +215,10 @@ class Session:
         moving = self.state in (State.waiting, State.finished)
         self._set_anchor(pos, State.running if moving else self.state)
 
-    def next_transition(self) -> float | None:
+    def next_transition(self, after_s: float | None = None) -> float | None:
         """Position (trace seconds, across rounds) of the next change of document."""
-        rnd, off = self.split(self.position())
+        pos = self.position()
+        rnd, off = self.split(pos if after_s is None else max(pos, after_s))
         nxt = self.schedule(rnd).next_offset_after(off)
         if nxt is not None and nxt <= self.duration_s:
             return rnd * self.duration_s + nxt
@@ -278,11 +279,6 @@ class Session:
         """The transitions of one round, with this round's approvals applied."""
         return self.rounds.schedule(rnd)
 
-    def _state_key(self) -> tuple[int, int]:
-        """(round, transition index) of the document current now."""
-        rnd, off = self.split(self.position())
-        return rnd, self.schedule(rnd).index_at(off)
-
     def current(self, version: str) -> Served:
         """The document a client of this api-version would see now (not counted as served)."""
         fast = self._fast
@@ -290,8 +286,8 @@ class Session:
             return fast[2]  # nothing changes before fast[0]: the answer of the last poll stands
         return self._current(version)[0]
 
-    def _current(self, version: str) -> tuple[Served, int, int]:
-        rnd, off = self.split(self.position())
+    def _current(self, version: str, pos: float | None = None) -> tuple[Served, int, int]:
+        rnd, off = self.split(self.position() if pos is None else pos)
         sched = self.schedule(rnd)
         index = sched.index_at(off)
         key = (rnd, index, version)
@@ -354,26 +350,24 @@ class Session:
             for state in sched.transitions[sched.index_at(off)].events:
                 round_event_id(self.trace.name, rnd, state.event_id)
 
-    def announce(self, deadline: float | None = None) -> None:
-        """Push and log the current document if it is new (deadline: when it became current)."""
-        key = self._state_key()
-        if key == self._last_pushed:
+    def announce(self, deadline: float | None = None, at_s: float | None = None) -> None:
+        """Push and log the current document if it is new (deadline: when it became current;
+        at_s: its position, so that float rounding of now cannot leave it unannounced)."""
+        pos = self.position() if at_s is None else max(self.position(), at_s)
+        served, rnd, index = self._current(self.status_version, pos)
+        if (rnd, index) == self._last_pushed:
             return
-        self._last_pushed = key
-        served = self.current(self.status_version)
+        self._last_pushed = (rnd, index)
         lateness = 0.0 if deadline is None else self.clock.now() - deadline
         if self.subscribers:
-            if deadline is None:
-                at = self.wall_of(self.position())
-            else:
-                at = self.anchor.wall_of_mono(deadline)
+            at = self.wall_of(pos) if deadline is None else self.anchor.wall_of_mono(deadline)
             pushed = Pushed(self.name, served.body, at, lateness, push_message(served.body, at))
             for subscriber in list(self.subscribers):
                 subscriber(pushed)
         log_line(
             event="transition",
             session=self.name,
-            offset_s=self.split(self.position())[1],
+            offset_s=self.split(pos)[1],
             incarnation=served.incarnation,
             lateness_ms=round(lateness * 1000, 3),
         )

@@ -51,10 +51,10 @@ class Ticking(Protocol):
     state: State
     subscribers: set[Callable[[Pushed], None]]
 
-    def next_transition(self) -> float | None: ...
+    def next_transition(self, after_s: float | None = None) -> float | None: ...
     def mono_of(self, pos: float) -> float: ...
     def prepare(self, pos: float) -> None: ...
-    def announce(self, deadline: float | None = None) -> None: ...
+    def announce(self, deadline: float | None = None, at_s: float | None = None) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -88,10 +88,11 @@ class Ticker:
 
     async def _run(self) -> None:
         session = self.session
+        announced: float | None = None  # a position a hair short of it must not wake us again
         while session.state is State.running:
-            nxt = session.next_transition()
+            nxt = session.next_transition(announced)
             if nxt is None:
-                session.announce()  # the end came while this ticker was late: push it still
+                session.announce(None, announced)  # the end came while this ticker was late
                 session.finish()
                 return
             deadline = session.mono_of(nxt)
@@ -101,4 +102,5 @@ class Ticker:
                 await session.clock.spin_until(deadline)
             else:
                 await session.clock.sleep_until(deadline)
-            session.announce(deadline)
+            session.announce(deadline, nxt)
+            announced = nxt
