@@ -231,6 +231,7 @@ async def run(args: argparse.Namespace) -> None:
     ]
     await clock.sleep(args.settle_s)  # tickers delayed by the creation burst and gc catch up
     stats.measuring = True
+    gc0, tracked0 = gc.get_stats(), len(gc.get_objects())
     cpu0, switches0, started = cpu_s(), preempted(), clock.now()
     load0 = os.getloadavg()[0]
     for elapsed in range(10, int(args.run_s) + 1, 10):
@@ -242,6 +243,7 @@ async def run(args: argparse.Namespace) -> None:
         )
     await clock.sleep_until(started + args.run_s)
     wall = clock.now() - started
+    gc1, tracked1 = gc.get_stats(), len(gc.get_objects())
     cpu, switches = cpu_s() - cpu0, preempted() - switches0
     for task in tasks:
         task.cancel()
@@ -283,6 +285,13 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"full garbage collections during the run: {len(pauses)}"
         + (f", longest {pauses[-1] * 1e3:.0f} ms, total {sum(pauses):.2f} s" if pauses else "")
+    )
+    runs = [
+        after["collections"] - before["collections"] for before, after in zip(gc0, gc1, strict=True)
+    ]
+    print(
+        f"collections by generation during the run: {runs}; objects the collector tracks: "
+        f"{tracked0:,} -> {tracked1:,} ({(tracked1 - tracked0) / max(len(late), 1):+.2f} per push)"
     )
     print(
         f"polls checked: {stats.polls}  early: {stats.early}  stale: {stats.stale}  "

@@ -41,9 +41,9 @@ class RolloutRounds(Rounds):
     def _build(self, approvals: Sequence[ApprovalKey], first: int | None) -> Schedule:
         return self.rollout.schedule(
             approvals,
-            delay_s=self.options.approval_delay_s,
+            delay_s=self.approval_delay_s,
             first_incarnation=first,
-            recorded=self.options.recorded_approvals,
+            recorded=self.recorded_approvals,
         )
 
 

@@ -78,7 +78,10 @@ class Rounds:
 
     def __init__(self, trace: Trace, options: RoundOptions, cache: ScheduleCache) -> None:
         self.trace = trace
-        self.options = options
+        # The options' values, not the object: a session's RoundOptions is made for it alone.
+        self.approval_delay_s = options.approval_delay_s
+        self.recorded_approvals = options.recorded_approvals
+        self.first_incarnation = options.first_incarnation
         self.cache = cache
         self._approvals: dict[int, list[ApprovalKey]] = {}
         self.batches = len(trace.approvals)
@@ -95,7 +98,7 @@ class Rounds:
         cached = self._schedules.get(rnd)
         if cached is not None:
             return cached
-        first = self.options.first_incarnation
+        first = self.first_incarnation
         if rnd > 0:
             first = self.last_incarnation(rnd - 1)
         built = self._build(self._approvals.get(rnd, ()), first)
@@ -124,10 +127,10 @@ class Rounds:
         """A round's schedule from its own approvals (and the recorded ones, if played)."""
         own = bool(approvals)
         approvals = list(approvals)
-        if self.options.recorded_approvals:
+        if self.recorded_approvals:
             recorded = enumerate(self.trace.approvals)
             approvals += [(a.offset_s, e, batch) for batch, a in recorded for e in a.event_ids]
-        delay = self.options.approval_delay_s
+        delay = self.approval_delay_s
         if own:  # a round with a client's approvals is this session's alone: not shared
             return build_schedule(self.trace, approvals, delay_s=delay, first_incarnation=first)
         return self.cache.get(self.trace, approvals, delay, first)

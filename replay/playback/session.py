@@ -7,6 +7,7 @@ live in replay.playback.rounds and its timer in replay.playback.ticker.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections import Counter, deque
@@ -93,8 +94,6 @@ class Session:
         self.speed = self.options.speed
         self.duration_s = self.trace.duration_s
         self.looping = self.options.loop and self.duration_s > 0
-        vm, seed = vm_name(self.options.resources, self.trace), f"{self.trace.name}/{self.name}"
-        self.identity = self.options.identity or identity_for(vm, seed=seed)
         self.anchor = Anchor(self.clock.now(), self.clock.wall(), 0.0, self.speed, False)
         self.state = State.waiting
         self.approvals: deque[Approved] = deque(maxlen=APPROVALS_KEPT)
@@ -124,6 +123,15 @@ class Session:
             self._set_anchor(0.0, State.running)
         elif self.options.start is Start.virtual:
             self._set_anchor(0.0, State.virtual)
+
+    @functools.cached_property
+    def identity(self) -> InstanceIdentity:
+        """Who the VM is in /metadata/instance: made on first use, as most sessions never
+        serve it (10,000 sessions would keep 10,000 identities and their strings)."""
+        if self.options.identity is not None:
+            return self.options.identity
+        vm = vm_name(self.options.resources, self.trace)
+        return identity_for(vm, seed=f"{self.trace.name}/{self.name}")
 
     # -- time ------------------------------------------------------------------------------
     def _set_anchor(self, pos: float, state: State) -> None:

@@ -260,8 +260,7 @@ def _round_schedule(session: Session, rnd: int) -> Schedule:
     """A round's schedule with its approvals; rounds the session let go of, without them."""
     if rnd in session.rounds.held():
         return session.schedule(rnd)
-    options = session.rounds.options
-    return build_schedule(session.trace, (), delay_s=options.approval_delay_s)
+    return build_schedule(session.trace, (), delay_s=session.options.approval_delay_s)
 
 
 def event_outcomes(session: Session, tally: Tally) -> list[EventOutcome]:
