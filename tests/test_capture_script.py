@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import ast
 import http.client
+import math
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import typer
+from inotify_simple import INotify, flags
 from typer.testing import CliRunner
 
 from replay.cli import app
@@ -159,13 +160,17 @@ def _documents(path: Path) -> list[Any]:
     return [orjson.loads(x)["document"] for x in lines if b'"document"' in x]
 
 
-def _until(condition: Callable[[], bool], what: str, within_s: float = 20.0) -> None:
-    """Wait for a condition another process brings about (bounded; not a timing sleep)."""
+def _until(condition: Callable[[], bool], what: str, watch: Path, within_s: float = 20.0) -> None:
+    """Wait for a condition that other processes bring about by writing files in `watch`:
+    woken by the kernel (inotify) each time a file there changes, bounded by within_s."""
     clock = SystemClock()
     deadline = clock.now() + within_s
-    while not condition():
-        assert clock.now() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    with INotify() as inotify:
+        inotify.add_watch(watch, flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.CLOSE_WRITE)
+        while not condition():  # checked after the watch exists: no change can slip between
+            left_ms = math.ceil((deadline - clock.now()) * 1000)
+            assert left_ms > 0, f"timed out waiting for {what}"
+            inotify.read(timeout=left_ms)
 
 
 @contextmanager
@@ -195,11 +200,17 @@ def test_the_script_under_python3_isolated_captures_what_the_command_captures(
         command_run += ["--interval", INTERVAL, "--out", str(by_command)]
         with _running(script_run, env) as one, _running(command_run) as two:
             files = (by_script, by_command)
-            _until(lambda: all(_documents(f) for f in files), "both captures' first document")
+            _until(
+                lambda: all(_documents(f) for f in files),
+                "both captures' first document",
+                tmp_path,
+            )
             for step in range(3):  # Scheduled, Started, gone
                 _call(base, "POST", "/replay/sessions/default/step")
                 _until(
-                    lambda n=step: all(len(_documents(f)) == n + 2 for f in files), f"step {step}"
+                    lambda n=step: all(len(_documents(f)) == n + 2 for f in files),
+                    f"step {step}",
+                    tmp_path,
                 )
             for proc in (one, two):
                 proc.send_signal(signal.SIGTERM)
