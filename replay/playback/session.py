@@ -24,7 +24,7 @@ from replay.core.timeline import Snapshot, Trace
 from replay.errors import ReplayError
 from replay.playback.anchor import VIRTUAL_EPOCH, Anchor, Start, State
 from replay.playback.rounds import RoundOptions, Rounds, ScheduleCache, round_event_id
-from replay.playback.ticker import Pushed, Ticker, log_line, push_message
+from replay.playback.ticker import Pushed, Ticker, log_line, logging_on, push_message
 
 APPROVALS_KEPT = 256
 """The approvals a session lists in its status (the newest)."""
@@ -126,12 +126,9 @@ class Session:
 
     @functools.cached_property
     def identity(self) -> InstanceIdentity:
-        """Who the VM is in /metadata/instance: made on first use, as most sessions never
-        serve it (10,000 sessions would keep 10,000 identities and their strings)."""
-        if self.options.identity is not None:
-            return self.options.identity
+        """Who the VM is in /metadata/instance, made on first use (most sessions never ask)."""
         vm = vm_name(self.options.resources, self.trace)
-        return identity_for(vm, seed=f"{self.trace.name}/{self.name}")
+        return self.options.identity or identity_for(vm, seed=f"{self.trace.name}/{self.name}")
 
     # -- time ------------------------------------------------------------------------------
     def _set_anchor(self, pos: float, state: State) -> None:
@@ -372,13 +369,14 @@ class Session:
             pushed = Pushed(self.name, served.body, at, lateness, push_message(served.body, at))
             for subscriber in list(self.subscribers):
                 subscriber(pushed)
-        log_line(
-            event="transition",
-            session=self.name,
-            offset_s=self.split(pos)[1],
-            incarnation=served.incarnation,
-            lateness_ms=round(lateness * 1000, 3),
-        )
+        if logging_on():
+            log_line(
+                event="transition",
+                session=self.name,
+                offset_s=self.split(pos)[1],
+                incarnation=served.incarnation,
+                lateness_ms=round(lateness * 1000, 3),
+            )
 
     def message_now(self) -> bytes:
         """The push message of the current document (what a new subscriber gets first)."""
