@@ -1,6 +1,8 @@
 """Replaying a trace in time: everything here reads time through a Clock.
 
 - `anchor`: the frozen mapping from the clock to trace and wall time; Start and State.
+- `anchored`: the control verbs on one anchor (pause, resume, seek, step, advance, speed),
+  shared by every replay.
 - `rounds`: each loop round's schedule, approvals and EventIds; the shared schedule cache.
 - `ticker`: the timer that pushes and logs each transition on time.
 - `session`: Session: the anchor, the IMDS poll path, the control verbs.

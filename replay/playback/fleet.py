@@ -1,6 +1,6 @@
 """A running fleet: one anchor for every VM, each group's rollout on it, approvals shared.
 
-The fleet keeps one anchor (replay.playback.anchor): pause, seek, step, advance and speed move
+The fleet keeps one anchor (replay.playback.anchored): pause, seek, step, advance and speed move
 every VM at once. A fleet round is as long as its longest group; a shorter group holds its
 last (empty) document until the round ends, and a looping fleet starts every group again
 together. A polled document is computed from the anchor at request time, as a Session does;
@@ -9,12 +9,11 @@ the ticker only pushes.
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from replay.clock import Clock
 from replay.core.faults import RateLimiter
@@ -22,10 +21,11 @@ from replay.core.fleet import FleetPlan
 from replay.core.imds import LATEST_VERSION, render
 from replay.core.schedule import Transition
 from replay.errors import ReplayError
-from replay.playback.anchor import VIRTUAL_EPOCH, Anchor, Start, State
+from replay.playback.anchor import Start, State
+from replay.playback.anchored import Anchored
 from replay.playback.fleet_members import NO_GROUP, GroupReplay, Listener, Timeline, VmReplay
 from replay.playback.rounds import RoundOptions, ScheduleCache
-from replay.playback.session import APPROVALS_KEPT, MAX_ADVANCE_S, Served
+from replay.playback.session import APPROVALS_KEPT, Served
 from replay.playback.ticker import Pushed, Ticker, log_line, push_message
 
 
@@ -53,9 +53,10 @@ class FleetApproval:
     offset_s: float
 
 
-class Fleet:
+class Fleet(Anchored):
     """Every VM of a fleet file, replayed on one anchor."""
 
+    noun = "fleet"
     status_version = LATEST_VERSION
     """The api-version that status and push see documents in."""
 
@@ -95,131 +96,38 @@ class Fleet:
         """Every VM's listeners: the ticker stays awake before a transition when any exist."""
         self.approvals: deque[FleetApproval] = deque(maxlen=APPROVALS_KEPT)
         self.rate_limiter = RateLimiter(options.rate_limit) if options.rate_limit else None
-        self.anchor = Anchor(clock.now(), clock.wall(), 0.0, self.speed, False)
-        self.state = State.waiting
         self.ticker = Ticker(self, "fleet")
-        self.served_any = False
-        if options.start is Start.now:
-            self._set_anchor(0.0, State.running)
-        elif options.start is Start.virtual:
-            self._set_anchor(0.0, State.virtual)
+        self._polled = False
+        self.start_anchor(options.start)
 
-    # -- time ------------------------------------------------------------------------------
-    def _set_anchor(self, pos: float, state: State) -> None:
-        now = self.clock.now()
-        if state is State.virtual:
-            base = self.plan.groups[0].started_at or VIRTUAL_EPOCH
-            wall = base + timedelta(seconds=pos / self.speed)
-        else:
-            wall = self.clock.wall()
-        self.anchor = Anchor(now, wall, pos, self.speed, state is State.running)
-        self.state = state
+    # -- what the anchor asks of a replay ------------------------------------------------------
+    def _forget(self) -> None:
         for timeline in self.timelines:
             timeline.forget()
-        self.ticker.restart()
-        self.announce()
 
-    def position(self, now: float | None = None) -> float:
-        """Trace seconds since the fleet's start, across loop rounds."""
-        pos = self.anchor.position(self.clock.now() if now is None else now)
-        return pos if self.looping else min(pos, self.duration_s)
-
-    def split(self, pos: float) -> tuple[int, float]:
-        """(round, offset in the round) of a position."""
-        if not self.looping:
-            return 0, min(pos, self.duration_s)
-        rnd = int(pos // self.duration_s)
-        return rnd, pos - rnd * self.duration_s
-
-    def wall_of(self, pos: float) -> datetime:
-        return self.anchor.wall_of(pos)
-
-    def mono_of(self, pos: float) -> float:
-        return self.anchor.mono_of(pos)
-
-    def touch(self) -> None:
-        """An IMDS request arrived: a fleet waiting for its first request starts now."""
-        if self.state is State.waiting:
-            self._set_anchor(0.0, State.running)
-
-    def pause(self) -> None:
-        if self.state is State.running:
-            self._set_anchor(self.position(), State.paused)
-
-    def resume(self) -> None:
-        """Let trace time run again; a finished fleet starts over from the beginning."""
-        if self.state is State.finished:
-            self._set_anchor(0.0, State.running)
-        elif self.state in (State.paused, State.virtual, State.waiting):
-            self._set_anchor(self.anchor.pos, State.running)
-
-    def rebase(self) -> None:
-        """Start a `now` fleet's clock again if nobody has polled it yet (server start-up)."""
-        if self.options.start is Start.now and self.state is State.running and not self.served_any:
-            self._set_anchor(0.0, State.running)
-
-    def set_speed(self, speed: float) -> None:
-        if speed <= 0:
-            raise ReplayError(f"speed must be positive, got {speed}")
-        pos = self.position()
-        self.speed = speed
-        self._set_anchor(pos, self.state)
-
-    def seek(self, offset_s: float) -> None:
-        """Move every VM to an offset (trace seconds) of the current round."""
-        if not 0 <= offset_s <= self.duration_s:
-            raise ReplayError(
-                f"offset {offset_s:g} s is outside the fleet (0 to {self.duration_s:g} s)"
-            )
-        rnd, _ = self.split(self.position())
-        moving = self.state in (State.waiting, State.finished)
-        self._set_anchor(rnd * self.duration_s + offset_s, State.running if moving else self.state)
-
-    def next_transition(self, after_s: float | None = None) -> float | None:
-        """Position (trace seconds, across rounds) of the next change of any VM's document."""
-        pos = self.position()
-        rnd, off = self.split(pos if after_s is None else max(pos, after_s))
+    def _next_offset(self, rnd: int, off: float) -> float | None:
         found = [
             nxt
             for timeline in self.timelines
             if (nxt := timeline.schedule(rnd).next_offset_after(off)) is not None
-            and nxt <= self.duration_s
         ]
-        if found:
-            return rnd * self.duration_s + min(found)
-        if self.looping:
-            later = [
-                nxt
-                for timeline in self.timelines
-                if (nxt := timeline.schedule(rnd + 1).next_offset_after(0.0)) is not None
-            ]
-            return (rnd + 1) * self.duration_s + min(later) if later else None
-        return None
+        return min(found) if found else None
 
-    def step(self) -> float | None:
-        """Jump to the next transition; a waiting fleet becomes paused there."""
-        nxt = self.next_transition()
-        if nxt is None:
-            return None
-        self._set_anchor(nxt, State.paused if self.state is State.waiting else self.state)
-        return nxt
+    @property
+    def virtual_start(self) -> datetime | None:
+        return self.plan.groups[0].started_at
 
-    def advance(self, seconds: float | None = None) -> float:
-        """Move trace time forward by seconds, or to the next transition; return the position."""
-        if seconds is None:
-            return self.step() or self.position()
-        if not 0 <= seconds <= MAX_ADVANCE_S:
-            raise ReplayError(f"advance takes 0 to {MAX_ADVANCE_S:g} trace seconds at a time")
-        pos = self.position() + seconds
-        if not self.looping:
-            pos = min(pos, self.duration_s)
-        self._set_anchor(pos, State.paused if self.state is State.waiting else self.state)
-        return pos
+    @property
+    def served_any(self) -> bool:
+        return self._polled
 
     # -- documents -------------------------------------------------------------------------
-    def served(self, timeline: Timeline, version: str) -> tuple[Served, int, int]:
-        """A timeline's current document for an api-version, with its (round, index)."""
-        rnd, off = self.split(self.position())
+    def served(
+        self, timeline: Timeline, version: str, pos: float | None = None
+    ) -> tuple[Served, int, int]:
+        """A timeline's document for an api-version now (or at a position), with its
+        (round, index)."""
+        rnd, off = self.split(self.position() if pos is None else pos)
         sched = timeline.schedule(rnd)
         index = sched.index_at(off)
         key = (rnd, index, version)
@@ -242,7 +150,7 @@ class Fleet:
         if fast is not None and self.clock.now() < fast[0] and fast[1] == version:
             return fast[2]
         self.touch()
-        self.served_any = True
+        self._polled = True
         timeline = vm.timeline
         if timeline is None:
             return NO_GROUP
@@ -252,20 +160,8 @@ class Fleet:
             if not vm.documents or vm.documents[-1] != served.body:
                 vm.documents.append(served.body)
         if self.state is not State.waiting:
-            vm.fast = (self._current_until(timeline, rnd, index), version, served)
+            vm.fast = (self.until(timeline.schedule(rnd).offsets, rnd, index), version, served)
         return served
-
-    def _current_until(self, timeline: Timeline, rnd: int, index: int) -> float:
-        """Monotonic instant at which a timeline's transition stops being current."""
-        if self.state is not State.running:
-            return math.inf  # only re-anchoring moves a stopped fleet, and that drops the shortcut
-        offsets = timeline.schedule(rnd).offsets
-        nxt = offsets[index + 1] if index + 1 < len(offsets) else None
-        if self.looping:
-            nxt = self.duration_s if nxt is None else min(nxt, self.duration_s)
-        elif nxt is None:
-            return math.inf
-        return self.mono_of(rnd * self.duration_s + nxt)
 
     def _render(self, timeline: Timeline, rnd: int, transition: Transition, version: str) -> Served:
         base = rnd * self.duration_s
@@ -312,19 +208,6 @@ class Fleet:
         return []
 
     # -- what the ticker drives --------------------------------------------------------------
-    def start_ticker(self) -> None:
-        if not self.ticker.running:
-            self.ticker.restart()
-
-    def stop(self) -> None:
-        self.ticker.stop()
-
-    def finish(self) -> None:
-        """The fleet reached its end: hold the last documents."""
-        self.state = State.finished
-        end = self.duration_s
-        self.anchor = Anchor(self.clock.now(), self.wall_of(end), end, self.speed, False)
-
     def prepare(self, pos: float) -> None:
         """Before a transition's deadline, build every group's schedule of its round."""
         rnd, _ = self.split(pos)
@@ -332,12 +215,14 @@ class Fleet:
             timeline.schedule(rnd)
 
     def announce(self, deadline: float | None = None, at_s: float | None = None) -> None:
-        """Push each timeline whose document changed to its VMs' listeners, and log it."""
-        pos = self.position()
+        """Push each timeline whose document changed to its VMs' listeners, and log it
+        (deadline: when it became current; at_s: its position, so that float rounding of now
+        cannot leave it unannounced)."""
+        pos = self.position() if at_s is None else max(self.position(), at_s)
         lateness = 0.0 if deadline is None else self.clock.now() - deadline
         at = self.wall_of(pos) if deadline is None else self.anchor.wall_of_mono(deadline)
         for timeline in self.timelines:
-            served = self.served(timeline, self.status_version)[0]
+            served = self.served(timeline, self.status_version, pos)[0]
             if timeline.last_pushed == served.incarnation:
                 continue
             timeline.last_pushed = served.incarnation

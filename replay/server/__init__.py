@@ -3,7 +3,8 @@
 - `keys`: the app's typed state (web.AppKey); imports nothing else of the server.
 - `middlewares`: the guard (host, origin, JSON bodies, token) and the control error shape.
 - `imds`: the IMDS routes, answered exactly as IMDS does.
-- `control`: the control API under /replay/; `openapi`: its description.
+- `control`: the control API under /replay/; `openapi`: its description; `verbs`: what the
+  session's and the fleet's control routes share (bodies, the anchor's verbs as routes).
 - `fanout`, `streams`: push to WebSocket and Server-Sent Events subscribers.
 - `page`: the control page and its static/ ES modules (no build step).
 - `fleet`, `fleet_control`: a fleet's IMDS routes (by client address, /vm/{name}/), its

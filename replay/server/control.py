@@ -1,5 +1,7 @@
 """The control API under /replay/: sessions, traces, pause/seek/step/speed, OpenAPI.
 
+The verbs that move a session's anchor are replay.server.verbs' (shared with the fleet).
+
 Every answer is JSON; every error has one shape, {"error": {"status": N, "message": "..."}},
 made by the middlewares (replay.server.middlewares) from the exceptions handlers raise. Reading
 Parquet files and scanning the dataset run in a thread, so loading a trace never stalls the
@@ -11,33 +13,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from replay.core.faults import FaultPlan, parse_playbook
-from replay.core.speed import parse_speed
+from replay.core.faults import FaultPlan
 from replay.playback.anchor import Start
 from replay.playback.session import Session, SessionOptions
 from replay.playback.status import session_status
 from replay.server.keys import REGISTRY
 from replay.server.middlewares import ControlError, json_response
 from replay.server.openapi import SPEC
+from replay.server.verbs import (
+    body_of,
+    documents_response,
+    field,
+    playbook_of,
+    speed_of,
+    verb_routes,
+)
 from replay.store.dataset import scan
 
 routes = web.RouteTableDef()
-
-
-async def body_of(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ControlError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ControlError(400, "body must be a JSON object")
-    return value
 
 
 def session_of(request: web.Request) -> Session:
@@ -49,40 +44,28 @@ def session_of(request: web.Request) -> Session:
     return session
 
 
-def _field(body: dict[str, Any], key: str, kinds: type | tuple[type, ...], default: Any) -> Any:
-    value = body.get(key, default)
-    if value is not default and (
-        not isinstance(value, kinds) or isinstance(value, bool) != (kinds is bool)
-    ):
-        raise ControlError(400, f"{key!r} has the wrong type: {value!r}")
-    return value
-
-
 def options_from(body: dict[str, Any]) -> SessionOptions:
     """Session options from a control request body."""
-    resources = _field(body, "resources", list, None)
+    resources = field(body, "resources", list, None)
     if resources is not None and (not resources or not all(isinstance(r, str) for r in resources)):
         raise ControlError(400, "'resources' must be a non-empty list of strings")
-    start = _field(body, "start", str, "now")
+    start = field(body, "start", str, "now")
     try:
         start_mode = Start(start)
     except ValueError:
         raise ControlError(
             400, f"'start' must be one of {', '.join(s.value for s in Start)}"
         ) from None
-    speed = body.get("speed", 1)
-    if isinstance(speed, bool) or not isinstance(speed, int | float | str):
-        raise ControlError(400, f"'speed' has the wrong type: {speed!r}")
-    delay = _field(body, "approval_delay_s", (int, float), 0.0)
+    delay = field(body, "approval_delay_s", (int, float), 0.0)
     if delay < 0:
         raise ControlError(400, "'approval_delay_s' must be >= 0")
     return SessionOptions(
-        speed=parse_speed(speed),
-        loop=_field(body, "loop", bool, False),
+        speed=speed_of(body, 1),
+        loop=field(body, "loop", bool, False),
         resources=tuple(resources) if resources else None,
         start=start_mode,
         approval_delay_s=float(delay),
-        recorded_approvals=_field(body, "recorded_approvals", bool, False),
+        recorded_approvals=field(body, "recorded_approvals", bool, False),
     )
 
 
@@ -103,8 +86,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
 
     body = await body_of(request)
-    name = _field(body, "name", str, "default")
-    trace_name = _field(body, "trace", str, None)
+    name = field(body, "name", str, "default")
+    trace_name = field(body, "trace", str, None)
     if trace_name is None:
         raise ControlError(400, "'trace' is required (GET /replay/traces lists them)")
     registry = request.app[REGISTRY]
@@ -126,87 +109,17 @@ async def delete_session(request: web.Request) -> web.Response:
     return json_response({"deleted": session.name})
 
 
-@routes.post("/replay/sessions/{session}/pause")
-async def pause(request: web.Request) -> web.Response:
-    session = session_of(request)
-    session.pause()
-    return json_response(session_status(session))
-
-
-@routes.post("/replay/sessions/{session}/resume")
-async def resume(request: web.Request) -> web.Response:
-    session = session_of(request)
-    session.resume()
-    return json_response(session_status(session))
-
-
-@routes.post("/replay/sessions/{session}/seek")
-async def seek(request: web.Request) -> web.Response:
-    session = session_of(request)
-    body = await body_of(request)
-    if body.get("next") is True:
-        session.step()
-    else:
-        offset = _field(body, "offset_s", (int, float), None)
-        if offset is None:
-            raise ControlError(400, "give 'offset_s' (trace seconds) or 'next': true")
-        session.seek(float(offset))
-    return json_response(session_status(session))
-
-
-@routes.post("/replay/sessions/{session}/step")
-async def step(request: web.Request) -> web.Response:
-    session = session_of(request)
-    session.step()
-    return json_response(session_status(session))
-
-
-@routes.post("/replay/sessions/{session}/advance")
-async def advance(request: web.Request) -> web.Response:
-    session = session_of(request)
-    body = await body_of(request)
-    seconds = _field(body, "seconds", (int, float), None)
-    session.advance(None if seconds is None else float(seconds))
-    return json_response(session_status(session))
-
-
-@routes.post("/replay/sessions/{session}/speed")
-async def set_speed(request: web.Request) -> web.Response:
-    session = session_of(request)
-    body = await body_of(request)
-    if "speed" not in body:
-        raise ControlError(400, "'speed' is required")
-    speed = body["speed"]
-    if isinstance(speed, bool) or not isinstance(speed, int | float | str):
-        raise ControlError(400, f"'speed' has the wrong type: {speed!r}")
-    session.set_speed(parse_speed(speed))
-    return json_response(session_status(session))
-
-
 @routes.get("/replay/sessions/{session}/documents")
 async def documents(request: web.Request) -> web.Response:
-    session = session_of(request)
-    return web.Response(
-        body=b"[" + b",".join(session.documents) + b"]",
-        content_type="application/json",
-        charset="utf-8",
-    )
+    return documents_response(session_of(request).documents)
 
 
 @routes.put("/replay/sessions/{session}/faults")
 async def load_faults(request: web.Request) -> web.Response:
     """Load a fault playbook into a running session: a list of windows, or {playbook, seed}."""
     session = session_of(request)
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ControlError(400, f"body is not JSON: {exc}") from None
-    seed = 0
-    if isinstance(body, dict):
-        seed = _field(body, "seed", int, 0)
-        body = body.get("playbook")
-    session.faults = FaultPlan(parse_playbook(body, "playbook"), seed=seed)
+    windows, seed = await playbook_of(request)
+    session.faults = FaultPlan(windows, seed=seed)
     return json_response(session_status(session))
 
 
@@ -241,4 +154,4 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(SPEC)
 
 
-ROUTES = list(routes)
+ROUTES = [*routes, *verb_routes("/replay/sessions/{session}", session_of, session_status)]

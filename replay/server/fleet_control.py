@@ -13,16 +13,16 @@ from typing import Any
 from aiohttp import web
 
 from replay.core.fleet import FleetPlan, FleetTrace, parse_fleet, plan_fleet
-from replay.core.speed import parse_speed
 from replay.core.timeline import Trace
 from replay.errors import ReplayError, TraceNotFoundError
 from replay.playback.fleet import Fleet, FleetOptions
 from replay.playback.fleet_members import VmReplay
 from replay.playback.fleet_status import fleet_status, vm_detail
 from replay.recording.fleet_traces import load_fleet_trace
-from replay.server.control import body_of, options_from
+from replay.server.control import options_from
 from replay.server.keys import FLEET, REGISTRY
 from replay.server.middlewares import ControlError, json_response
+from replay.server.verbs import body_of, documents_response, verb_routes
 
 routes = web.RouteTableDef()
 
@@ -100,69 +100,6 @@ async def delete_fleet(request: web.Request) -> web.Response:
     return json_response({"deleted": fleet.name})
 
 
-@routes.post("/replay/fleet/pause")
-async def pause(request: web.Request) -> web.Response:
-    fleet = fleet_of(request)
-    fleet.pause()
-    return json_response(fleet_status(fleet))
-
-
-@routes.post("/replay/fleet/resume")
-async def resume(request: web.Request) -> web.Response:
-    fleet = fleet_of(request)
-    fleet.resume()
-    return json_response(fleet_status(fleet))
-
-
-@routes.post("/replay/fleet/step")
-async def step(request: web.Request) -> web.Response:
-    fleet = fleet_of(request)
-    fleet.step()
-    return json_response(fleet_status(fleet))
-
-
-def _number(body: dict[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ControlError(400, f"{key!r} has the wrong type: {value!r}")
-    return float(value)
-
-
-@routes.post("/replay/fleet/seek")
-async def seek(request: web.Request) -> web.Response:
-    fleet = fleet_of(request)
-    body = await body_of(request)
-    if body.get("next") is True:
-        fleet.step()
-    else:
-        offset = _number(body, "offset_s")
-        if offset is None:
-            raise ControlError(400, "give 'offset_s' (trace seconds) or 'next': true")
-        fleet.seek(offset)
-    return json_response(fleet_status(fleet))
-
-
-@routes.post("/replay/fleet/advance")
-async def advance(request: web.Request) -> web.Response:
-    fleet = fleet_of(request)
-    body = await body_of(request)
-    fleet.advance(_number(body, "seconds"))
-    return json_response(fleet_status(fleet))
-
-
-@routes.post("/replay/fleet/speed")
-async def set_speed(request: web.Request) -> web.Response:
-    fleet = fleet_of(request)
-    body = await body_of(request)
-    speed = body.get("speed")
-    if isinstance(speed, bool) or not isinstance(speed, int | float | str):
-        raise ControlError(400, f"'speed' is required: a number or '60x', got {speed!r}")
-    fleet.set_speed(parse_speed(speed))
-    return json_response(fleet_status(fleet))
-
-
 @routes.get("/replay/fleet/vms/{vm}")
 async def get_vm(request: web.Request) -> web.Response:
     fleet, vm = vm_of(request)
@@ -185,12 +122,7 @@ async def approve(request: web.Request) -> web.Response:
 
 @routes.get("/replay/fleet/vms/{vm}/documents")
 async def documents(request: web.Request) -> web.Response:
-    _, vm = vm_of(request)
-    return web.Response(
-        body=b"[" + b",".join(vm.documents) + b"]",
-        content_type="application/json",
-        charset="utf-8",
-    )
+    return documents_response(vm_of(request)[1].documents)
 
 
-ROUTES = list(routes)
+ROUTES = [*routes, *verb_routes("/replay/fleet", fleet_of, fleet_status)]
