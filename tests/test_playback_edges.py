@@ -19,8 +19,9 @@ from replay.core.imds import LATEST_VERSION
 from replay.core.reference import reference_trace
 from replay.errors import ReplayError
 from replay.playback.anchor import Anchor, Start, State
+from replay.playback.anchored import MAX_ADVANCE_S
 from replay.playback.rounds import RoundOptions, Rounds, ScheduleCache, round_event_id
-from replay.playback.session import MAX_ADVANCE_S, Session, SessionOptions
+from replay.playback.session import Session, SessionOptions
 from replay.playback.ticker import Pushed, push_message
 from tests.helpers import simple_trace
 

@@ -1,19 +1,19 @@
 """A replay session: a trace played at a speed through one anchor, with approvals and loops.
 
-Session keeps the anchor (replay.playback.anchor), answers IMDS polls and takes the control
-verbs. A polled document is computed from the anchor at request time; its rounds' schedules
-live in replay.playback.rounds and its timer in replay.playback.ticker.
+Session answers IMDS polls and approvals; its anchor and the control verbs that move it are
+Anchored's (replay.playback.anchored, shared with the fleet). A polled document is computed
+from the anchor at request time; its rounds' schedules live in replay.playback.rounds and its
+timer in replay.playback.ticker.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from replay.clock import Clock
 from replay.core.faults import FaultPlan, FaultWindow
@@ -22,7 +22,8 @@ from replay.core.instance import InstanceIdentity, identity_for, vm_name
 from replay.core.schedule import Schedule, Transition
 from replay.core.timeline import Snapshot, Trace
 from replay.errors import ReplayError
-from replay.playback.anchor import VIRTUAL_EPOCH, Anchor, Start, State
+from replay.playback.anchor import Start, State
+from replay.playback.anchored import Anchored
 from replay.playback.rounds import RoundOptions, Rounds, ScheduleCache, round_event_id
 from replay.playback.ticker import Pushed, Ticker, log_line, logging_on, push_message
 
@@ -31,8 +32,6 @@ APPROVALS_KEPT = 256
 DOCUMENTS_KEPT = 256
 """The served documents a session remembers (GET .../documents): a test's whole story, while
 a server left looping for days stays the same size."""
-MAX_ADVANCE_S = 1e9
-"""The longest move forward in one advance (trace seconds, about 31 years)."""
 IDLE_TRACE = Trace(
     name="(idle)",
     scenario="idle",
@@ -73,7 +72,7 @@ class Approved:
 
 
 @dataclass
-class Session:
+class Session(Anchored):
     """One trace replaying for one client (or many), independent of every other session."""
 
     name: str
@@ -94,8 +93,6 @@ class Session:
         self.speed = self.options.speed
         self.duration_s = self.trace.duration_s
         self.looping = self.options.loop and self.duration_s > 0
-        self.anchor = Anchor(self.clock.now(), self.clock.wall(), 0.0, self.speed, False)
-        self.state = State.waiting
         self.approvals: deque[Approved] = deque(maxlen=APPROVALS_KEPT)
         options = self.options
         self.rounds = Rounds(
@@ -119,10 +116,7 @@ class Session:
         self.warm_until: float | None = None
         """Monotonic instant until which IMDS requests wait, like a service enabling itself."""
         self.fault_counts: Counter[str] = Counter()
-        if self.options.start is Start.now:
-            self._set_anchor(0.0, State.running)
-        elif self.options.start is Start.virtual:
-            self._set_anchor(0.0, State.virtual)
+        self.start_anchor(self.options.start)
 
     @functools.cached_property
     def identity(self) -> InstanceIdentity:
@@ -130,46 +124,21 @@ class Session:
         vm = vm_name(self.options.resources, self.trace)
         return self.options.identity or identity_for(vm, seed=f"{self.trace.name}/{self.name}")
 
-    # -- time ------------------------------------------------------------------------------
-    def _set_anchor(self, pos: float, state: State) -> None:
-        now = self.clock.now()
-        if state is State.virtual:
-            # Virtual time is the trace's own: NotBefore shows as captured, the same every run.
-            base = self.trace.started_at or VIRTUAL_EPOCH
-            wall = base + timedelta(seconds=pos / self.speed)
-        else:
-            wall = self.clock.wall()
-        self.anchor = Anchor(now, wall, pos, self.speed, state is State.running)
-        self.state = state
+    # -- what Anchored asks of a session ---------------------------------------------------
+    def _forget(self) -> None:
         self._cache.clear()
         self._fast = None
-        self.ticker.restart()
-        self.announce()
 
-    def position(self, now: float | None = None) -> float:
-        """Trace seconds since the session's start, across loop rounds."""
-        pos = self.anchor.position(self.clock.now() if now is None else now)
-        return pos if self.looping else min(pos, self.duration_s)
+    def _next_offset(self, rnd: int, off: float) -> float | None:
+        return self.schedule(rnd).next_offset_after(off)
 
-    def split(self, pos: float) -> tuple[int, float]:
-        """(round, offset in the round) of a position."""
-        if not self.looping:
-            return 0, min(pos, self.duration_s)
-        rnd = int(pos // self.duration_s)
-        return rnd, pos - rnd * self.duration_s
+    @property
+    def virtual_start(self) -> datetime | None:
+        return self.trace.started_at
 
-    def wall_of(self, pos: float) -> datetime:
-        """The wall time at which the replay reaches a position (trace seconds)."""
-        return self.anchor.wall_of(pos)
-
-    def mono_of(self, pos: float) -> float:
-        """The monotonic instant at which a running replay reaches a position."""
-        return self.anchor.mono_of(pos)
-
-    def touch(self) -> None:
-        """An IMDS request arrived: a session waiting for its first request starts now."""
-        if self.state is State.waiting:
-            self._set_anchor(0.0, State.running)
+    @property
+    def served_any(self) -> bool:
+        return bool(self.documents)
 
     def poll(self, version: str) -> Served:
         """An IMDS GET: touch(), then the current document, counted as served."""
@@ -185,76 +154,7 @@ class Session:
             self._fast = (self._current_until(rnd, index), version, served)
         return served
 
-    # -- control ---------------------------------------------------------------------------
-    def pause(self) -> None:
-        if self.state is State.running:
-            self._set_anchor(self.position(), State.paused)
-
-    def resume(self) -> None:
-        """Let trace time run again; a finished replay starts over from the beginning."""
-        if self.state is State.finished:
-            self._set_anchor(0.0, State.running)
-        elif self.state in (State.paused, State.virtual, State.waiting):
-            self._set_anchor(self.anchor.pos, State.running)
-
-    def rebase(self) -> None:
-        """Start a `now` session's clock again if nobody has polled it yet (server start-up)."""
-        if self.options.start is Start.now and self.state is State.running and not self.documents:
-            self._set_anchor(0.0, State.running)
-
-    def set_speed(self, speed: float) -> None:
-        if speed <= 0:
-            raise ReplayError(f"speed must be positive, got {speed}")
-        pos = self.position()
-        self.speed = speed
-        self._set_anchor(pos, self.state)
-
-    def seek(self, offset_s: float) -> None:
-        """Move to an offset (trace seconds) of the current round."""
-        if not 0 <= offset_s <= self.duration_s:
-            raise ReplayError(
-                f"offset {offset_s:g} s is outside the trace (0 to {self.duration_s:g} s)"
-            )
-        rnd, _ = self.split(self.position())
-        pos = rnd * self.duration_s + offset_s
-        moving = self.state in (State.waiting, State.finished)
-        self._set_anchor(pos, State.running if moving else self.state)
-
-    def next_transition(self, after_s: float | None = None) -> float | None:
-        """Position (trace seconds, across rounds) of the next change of document."""
-        pos = self.position()
-        rnd, off = self.split(pos if after_s is None else max(pos, after_s))
-        nxt = self.schedule(rnd).next_offset_after(off)
-        if nxt is not None and nxt <= self.duration_s:
-            return rnd * self.duration_s + nxt
-        # An approval near the end can schedule a change past it: the replay ends first.
-        if self.looping:
-            later = self.schedule(rnd + 1).next_offset_after(0.0)
-            return (rnd + 1) * self.duration_s + later if later is not None else None
-        return None
-
-    def step(self) -> float | None:
-        """Jump to the next transition; a waiting session becomes paused there."""
-        nxt = self.next_transition()
-        if nxt is None:
-            return None
-        state = State.paused if self.state is State.waiting else self.state
-        self._set_anchor(nxt, state)
-        return nxt
-
-    def advance(self, seconds: float | None = None) -> float:
-        """Move trace time forward by seconds, or to the next transition; return the position."""
-        if seconds is None:
-            return self.step() or self.position()
-        if not 0 <= seconds <= MAX_ADVANCE_S:
-            # Far beyond, positions lose their precision and incarnations their 64 bits.
-            raise ReplayError(f"advance takes 0 to {MAX_ADVANCE_S:g} trace seconds at a time")
-        pos = self.position() + seconds
-        if not self.looping:
-            pos = min(pos, self.duration_s)
-        self._set_anchor(pos, State.paused if self.state is State.waiting else self.state)
-        return pos
-
+    # -- control (pause, resume, seek, step, advance, set_speed: Anchored's) ------------
     def approve(self, event_ids: Sequence[str]) -> list[str]:
         """Approve served EventIds; return the unknown ones (then nothing is approved)."""
         self.current(LATEST_VERSION)  # make sure every id served so far is known
@@ -306,15 +206,7 @@ class Session:
 
     def _current_until(self, rnd: int, index: int) -> float:
         """Monotonic instant at which transition index of round rnd stops being current."""
-        if self.state is not State.running:
-            return math.inf  # only re-anchoring moves a stopped replay, and that drops _fast
-        offsets = self.schedule(rnd).offsets
-        nxt = offsets[index + 1] if index + 1 < len(offsets) else None
-        if self.looping:
-            nxt = self.duration_s if nxt is None else min(nxt, self.duration_s)
-        elif nxt is None:
-            return math.inf
-        return self.mono_of(rnd * self.duration_s + nxt)
+        return self.until(self.schedule(rnd).offsets, rnd, index)
 
     def _render(self, rnd: int, transition: Transition, version: str) -> Served:
         base = rnd * self.duration_s
@@ -330,21 +222,6 @@ class Session:
         )
 
     # -- what the ticker drives --------------------------------------------------------------
-    def start_ticker(self) -> None:
-        """Start the transition timer (called once the event loop runs)."""
-        if not self.ticker.running:
-            self.ticker.restart()
-
-    def stop(self) -> None:
-        self.ticker.stop()
-
-    def finish(self) -> None:
-        """The replay reached its end: hold the last document."""
-        self.state = State.finished
-        self.anchor = Anchor(
-            self.clock.now(), self.wall_of(self.duration_s), self.duration_s, self.speed, False
-        )
-
     def prepare(self, pos: float) -> None:
         """Before a transition's deadline, do the pure work its document needs: the schedule
         of its round and, in later rounds, the fresh EventIds (0.1-0.2 ms that would else
