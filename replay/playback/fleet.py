@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from replay.clock import Clock
-from replay.core.faults import RateLimiter
+from replay.core.faults import FaultWindow, RateLimiter
 from replay.core.fleet import FleetPlan
 from replay.core.imds import LATEST_VERSION, render
 from replay.core.schedule import Transition
@@ -40,6 +40,11 @@ class FleetOptions:
     """Play the capture's own approvals in every fault domain's wave."""
     rate_limit: int | None = None
     """IMDS requests per second per VM; more get 429 (off when None)."""
+    faults: Sequence[FaultWindow] | None = None
+    """The fault playbook of every VM the fleet file gives none (each VM draws its own)."""
+    fault_seed: int = 0
+    warm_up_s: float = 0.0
+    """Wall seconds from the fleet's start during which each VM's requests are held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,9 @@ class Fleet(Anchored):
             timeline = group.timelines[identity.name]
             heard = self.listeners.setdefault(identity.name, set())
             vm = VmReplay(identity, group, timeline, heard)
+            vm.set_faults(plan.faults.get(vm.name, options.faults), options.fault_seed)
+            if options.warm_up_s > 0:
+                vm.warm_until = clock.now() + options.warm_up_s
             timeline.vms.append(vm)
             self.vms[vm.name] = vm
             self.by_address[identity.address] = vm
@@ -241,6 +249,15 @@ class Fleet(Anchored):
                 incarnation=served.incarnation,
                 lateness_ms=round(lateness * 1000, 3),
             )
+
+    def set_faults(self, windows: Sequence[FaultWindow] | None, seed: int = 0) -> None:
+        """Give every VM the playbook (each its own draws); None or empty: no faults."""
+        for vm in self.vms.values():
+            vm.set_faults(windows, seed)
+
+    def draw_fault(self, vm: VmReplay) -> FaultWindow | None:
+        """A VM's playbook fault for a request now (windows are in the fleet's trace time)."""
+        return vm.draw_fault(self.split(self.position())[1])
 
     def message_now(self, vm: VmReplay) -> bytes:
         """The push message of a VM's current document (what a new subscriber gets first)."""

@@ -10,20 +10,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from replay.clock import Clock
+from replay.core.faults import FaultWindow
 from replay.core.fleet import FleetPlan
 from replay.playback.fleet import Fleet, FleetOptions
 from replay.playback.fleet_members import Listener, VmReplay
+from replay.playback.session import Served
 
 
-@dataclass(frozen=True, slots=True)
-class VmFeed:
-    """One VM as a push source: what a new subscriber gets first."""
+@dataclass(slots=True)
+class VmView:
+    """One VM of the fleet as code written for a session sees it: a push source (what a new
+    subscriber gets first) and an IMDS endpoint with failure modes (warm-up, a playbook)."""
 
     fleet: Fleet
     vm: VmReplay
 
     def message_now(self) -> bytes:
         return self.fleet.message_now(self.vm)
+
+    @property
+    def warm_until(self) -> float | None:
+        return self.vm.warm_until
+
+    @warm_until.setter
+    def warm_until(self, value: float | None) -> None:
+        self.vm.warm_until = value
+
+    def touch(self) -> None:
+        self.fleet.touch()
+
+    def draw_fault(self) -> FaultWindow | None:
+        return self.fleet.draw_fault(self.vm)
+
+    def count_fault(self, kind: str, offset_s: float | None = None) -> None:
+        self.vm.count_fault(kind, offset_s)
+
+    def current(self, version: str) -> Served:
+        return self.fleet.current(self.vm, version)
 
 
 class FleetHost:
@@ -69,10 +92,10 @@ class FleetHost:
         return None if self.fleet is None else self.fleet.vms.get(name)
 
     # -- what a push fan-out asks of its source ---------------------------------------------
-    def get(self, name: str) -> VmFeed | None:
+    def get(self, name: str) -> VmView | None:
         """A VM of the fleet as a push source, or None."""
         vm = self.vm(name)
-        return None if vm is None or self.fleet is None else VmFeed(self.fleet, vm)
+        return None if vm is None or self.fleet is None else VmView(self.fleet, vm)
 
     def subscribe(self, name: str, listener: Listener) -> Callable[[], None]:
         """Receive every new document of a VM; returns the unsubscribe function."""

@@ -12,23 +12,23 @@ Answers are IMDS's own, as in replay.server.imds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
 from replay.core import imds, instance
 from replay.core.fleet import VmIdentity
 from replay.playback.fleet import Fleet
+from replay.playback.fleet_host import VmView
 from replay.playback.fleet_members import NO_GROUP, VmReplay
 from replay.server import imds as imds_routes
+from replay.server.failures import imds_error, inject
 from replay.server.imds import (
     HEADERS,
-    MAX_BODY,
     POLL_TARGETS,
-    SIMPLE_QUERIES,
     Rejection,
     check_request,
-    imds_error,
+    query_of,
+    start_requests,
 )
 from replay.server.keys import FLEET
 from replay.server.middlewares import control_error, imds_route
@@ -36,10 +36,6 @@ from replay.server.page import NO_CACHE, STATIC_DIR
 from replay.server.streams import stream_events, stream_websocket
 
 MAPPED_V4 = "::ffff:"
-
-
-def _query(request: web.Request) -> Mapping[str, str]:
-    return SIMPLE_QUERIES.get(request.raw_path.partition("?")[2]) or request.query
 
 
 def vm_at(fleet: Fleet, remote: str | None) -> VmReplay | None:
@@ -77,7 +73,7 @@ async def _scheduled_events(
     method, headers = request.method, request.headers
     if method not in ("GET", "POST"):
         return imds_error(405, imds.ERR_METHOD)
-    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or _query(request))
+    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or query_of(request))
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     limiter = fleet.rate_limiter
@@ -86,10 +82,17 @@ async def _scheduled_events(
         if not limiter.allow(who, fleet.clock.now()):
             if vm is not None:
                 vm.refused += 1
+                vm.count_fault("rate limit 429")
             return imds_error(429, imds.ERR_TOO_MANY)
+    if vm is not None and (vm.faults is not None or vm.warm_until is not None):
+        failure = await inject(request, fleet.clock, VmView(fleet, vm))
+        if failure is not None:
+            return failure
     if method == "POST":
         fleet.touch()
-        return await _start_requests(request, fleet, vm)
+        if vm is None:
+            return await start_requests(request, lambda ids: ids)  # it can see no EventId
+        return await start_requests(request, lambda ids: fleet.approve(vm, ids))
     if vm is None:
         fleet.touch()
         served = NO_GROUP
@@ -100,20 +103,6 @@ async def _scheduled_events(
     return web.Response(
         body=served.body, headers={"Content-Type": imds.CONTENT_TYPE, "ETag": served.etag}
     )
-
-
-async def _start_requests(request: web.Request, fleet: Fleet, vm: VmReplay | None) -> web.Response:
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return imds_error(413, f"Request body too large (limit {MAX_BODY} bytes)")
-    ids = imds.parse_start_requests(body)
-    if ids is None:
-        return imds_error(400, imds.ERR_BODY)
-    unknown = list(ids) if vm is None else fleet.approve(vm, ids)
-    if unknown:
-        return imds_error(400, f"Bad request. Unknown EventId: {', '.join(unknown)}")
-    return web.Response(status=200, headers=HEADERS)
 
 
 def instance_identity(identity: VmIdentity) -> instance.InstanceIdentity:
@@ -150,7 +139,7 @@ def _instance(request: web.Request, vm: VmReplay) -> web.Response:
     """Instance metadata of one VM: any sub-path, format=json or text, as IMDS answers."""
     if request.method != "GET":
         return imds_error(405, imds.ERR_METHOD)
-    query = _query(request)
+    query = query_of(request)
     version = check_request(request.headers, query, imds.INSTANCE_VERSION_SET)
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
