@@ -4,7 +4,8 @@
   /metadata/instance answer as the VM whose address request.remote is; an address the fleet
   does not know is a VM in no group (the empty document).
 - `ROUTES` (always): /vm/{name}/metadata/... for clients that cannot choose their address,
-  /vm/{name}/stream and /vm/{name}/events to push a VM's documents, and the page at /fleet.
+  /vm/{name}/stream and /vm/{name}/events to push a VM's documents, /fleet/stream and
+  /fleet/events to push the whole fleet's changes, and the page at /fleet.
 
 Answers are IMDS's own, as in replay.server.imds.
 """
@@ -26,6 +27,7 @@ from replay.server.imds import (
     HEADERS,
     POLL_TARGETS,
     Rejection,
+    answer_instance,
     check_request,
     query_of,
     start_requests,
@@ -137,20 +139,7 @@ async def instance_by_name(request: web.Request) -> web.StreamResponse:
 
 def _instance(request: web.Request, vm: VmReplay) -> web.Response:
     """Instance metadata of one VM: any sub-path, format=json or text, as IMDS answers."""
-    if request.method != "GET":
-        return imds_error(405, imds.ERR_METHOD)
-    query = query_of(request)
-    version = check_request(request.headers, query, imds.INSTANCE_VERSION_SET)
-    if isinstance(version, Rejection):
-        return web.Response(status=version.status, body=version.body, headers=HEADERS)
-    fmt = query.get("format") or "json"
-    if fmt not in instance.FORMATS:
-        return imds_error(400, imds.ERR_FORMAT)
-    found = instance.answer(instance_identity(vm.identity), request.match_info["tail"], fmt)
-    if found is None:
-        return imds_error(404, imds.ERR_NOT_FOUND)
-    body, content_type = found
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    return answer_instance(request, instance_identity(vm.identity))
 
 
 def _no_vm(request: web.Request) -> web.Response | None:
@@ -174,6 +163,21 @@ async def vm_events(request: web.Request) -> web.StreamResponse:
     return missing or await stream_events(request, request.app[FLEET], name, f"vm:{name}")
 
 
+async def fleet_websocket(request: web.Request) -> web.StreamResponse:
+    """GET /fleet/stream: where the fleet is and what changed, one WebSocket message each (the
+    page's stream): every current document first, then one message per change of a document
+    or of the anchor; {"fleet": null} while no fleet plays."""
+    return await stream_websocket(request, request.app[FLEET].watch, "fleet", WATCH_KEY)
+
+
+async def fleet_events(request: web.Request) -> web.StreamResponse:
+    """GET /fleet/events: the same as Server-Sent Events."""
+    return await stream_events(request, request.app[FLEET].watch, "fleet", WATCH_KEY)
+
+
+WATCH_KEY = "fleet:"
+"""The fleet stream's fan-out (a session's is its name, a VM's vm:NAME; neither has a ':' at
+the end)."""
 FLEET_PAGE = STATIC_DIR / "fleet"
 """The fleet page's own files (a folder of its own: the session page's assets are the rest)."""
 
@@ -200,6 +204,8 @@ ROUTES = [
     web.route("*", "/vm/{name}/metadata/instance{tail:(/.*)?}", instance_by_name),
     web.get("/vm/{name}/stream", vm_websocket),
     web.get("/vm/{name}/events", vm_events),
+    web.get("/fleet/stream", fleet_websocket),
+    web.get("/fleet/events", fleet_events),
     web.get("/fleet", fleet_page),
     _fleet_asset("fleet.js"),
     _fleet_asset("fleet.css"),

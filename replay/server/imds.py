@@ -128,19 +128,26 @@ async def start_requests(
 @imds_route
 async def instance_metadata(request: web.Request) -> web.Response:
     """Instance metadata, any sub-path (array elements by index), format=json or text."""
+    session = _session(request)
+    return answer_instance(request, None if session is None else session.identity)
+
+
+def answer_instance(
+    request: web.Request, identity: instance.InstanceIdentity | None
+) -> web.Response:
+    """Instance metadata of a VM (None: no such VM, IMDS's 404), as IMDS answers."""
     if request.method != "GET":
         return imds_error(405, imds.ERR_METHOD)
     query = query_of(request)
     version = check_request(request.headers, query, imds.INSTANCE_VERSION_SET)
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
-    session = _session(request)
-    if session is None:
+    if identity is None:
         return imds_error(404, imds.ERR_NOT_FOUND)
     fmt = query.get("format") or "json"
     if fmt not in instance.FORMATS:
         return imds_error(400, imds.ERR_FORMAT)
-    found = instance.answer(session.identity, request.match_info["tail"], fmt)
+    found = instance.answer(identity, request.match_info["tail"], fmt)
     if found is None:
         return imds_error(404, imds.ERR_NOT_FOUND)
     body, content_type = found
