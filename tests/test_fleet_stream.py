@@ -114,3 +114,18 @@ async def test_with_no_fleet_the_stream_says_so_and_waits_for_one(
     ws = await client.ws_connect("/fleet/stream")
     assert (await next_message(ws))["fleet"] is None
     await ws.close()
+
+
+async def test_the_end_of_the_fleet_is_told_to_its_watchers(
+    fleet: tuple[Vms, FleetHost], clock: FakeClock
+) -> None:
+    vms, host = fleet
+    assert host.fleet is not None
+    ws = await vms.clients["stranger"].ws_connect("/fleet/stream")
+    await next_message(ws)
+    await clock.run_for(host.fleet.duration_s / 60 + 1, step=0.5)
+    last = await next_message(ws)
+    while last["state"] != "finished":
+        last = await next_message(ws)
+    assert (last["position_s"], last["documents"]) == (host.fleet.duration_s, [])
+    await ws.close()

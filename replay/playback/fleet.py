@@ -262,14 +262,15 @@ class Fleet(Anchored):
                 incarnation=served.incarnation,
                 lateness_ms=round(lateness * 1000, 3),
             )
-        if changed or self._moved:
+        if self.watchers and (changed or self._moved):  # no message is built for nobody
             self._moved = False
             self.tell(self.watch_message(changed, at, pos), at, lateness)
 
     def finish(self) -> None:
         """The fleet reached its end: hold the last documents, and tell the watchers."""
         super().finish()
-        self.tell(self.watch_message([], self.anchor.wall, self.duration_s), self.anchor.wall)
+        if self.watchers:
+            self.tell(self.watch_message([], self.anchor.wall, self.duration_s), self.anchor.wall)
 
     # -- the whole fleet's stream -----------------------------------------------------------
     def tell(self, message: bytes, at: datetime, lateness_s: float = 0.0) -> None:
