@@ -59,6 +59,28 @@ def test_serve_fleet_options_reach_the_fleet(
     assert routes.index("/metadata/scheduledevents") == 0  # the fleet's, before the session's
 
 
+def test_serve_faults_and_warm_up_reach_every_vm_of_the_fleet(
+    traces_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(
+        FILE.format(trace="live-migration")
+        + '[[vm]]\nname = "web-1"\naddress = "127.0.0.11"\ngroup = "web"\nfaults = []\n'
+    )
+    playbook = tmp_path / "faults.json"
+    playbook.write_text('[{"from_s": 60, "to_s": 120, "status": 500}]')
+    args = ["--fleet", str(fleet_file), "--faults", str(playbook), "--fault-seed", "4"]
+    result, captured = run_serve(monkeypatch, traces_dir, *args, "--warm-up", "2")
+    assert result.exit_code == 0, result.output
+    fleet = captured["app"][FLEET].fleet
+    web_0, web_1 = fleet.vms["web-0"], fleet.vms["web-1"]
+    assert web_0.faults is not None and [w.value for w in web_0.faults.windows] == [500]
+    assert web_1.faults is None  # its own empty playbook in the file
+    assert web_0.warm_until is not None and web_1.warm_until is not None
+    assert "faults: 1 of 2 VMs play a playbook" in result.output
+    assert "warm-up: 2 s for each VM" in result.output
+
+
 def test_a_trace_path_in_a_fleet_file_is_relative_to_the_file(
     traces_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,7 +99,6 @@ def test_a_trace_path_in_a_fleet_file_is_relative_to_the_file(
     [
         (["--trace", "live-migration"], "--trace does not apply with --fleet"),
         (["--resources", "a,b"], "--resources does not apply with --fleet"),
-        (["--warm-up", "2"], "--warm-up does not apply with --fleet"),
     ],
 )
 def test_options_that_do_not_apply_to_a_fleet_are_refused(

@@ -164,6 +164,27 @@ BAD = [
         GROUP + VM.format(name="a b", address="::1", group="web"),
         "[[vm]] 1 ('a b'), field 'name': 'a b' must be 1-64 letters",
     ),
+    (
+        GROUP + VM.format(name="a", address="::1", group="web") + "faults = 3\n",
+        "[[vm]] 1 ('a'), field 'faults': must be a playbook file or a list of windows",
+    ),
+    (
+        GROUP.replace(
+            'trace = "t1"', 'trace = "t1"\nfaults = [{from_s = 5, to_s = 1, drop = true}]'
+        )
+        + VM.format(name="a", address="::1", group="web"),
+        "[[group]] 1 ('web'), field 'faults': window 0: needs 0 <= from_s < to_s",
+    ),
+    (
+        GROUP
+        + VM.format(name="a", address="::1", group="web")
+        + "faults = [{from_s = 0, to_s = 1, status = 404}]\n",
+        "[[vm]] 1 ('a'), field 'faults': window 0: 'status' must be one of 410, 429, 500, 503",
+    ),
+    (
+        GROUP + VM.format(name="a", address="::1", group="web") + 'faults = "nope.json"\n',
+        "[[vm]] 1 ('a'), field 'faults': ",
+    ),
     (VM.format(name="a", address="::1", group="web"), "no [[group]] entries"),
     ('[fleet]\nname = "x"\n', "unknown table 'fleet'"),
     ('group = "web"\n', "'group' must be an array of tables ([[group]])"),
@@ -209,3 +230,54 @@ def test_a_plan_gives_each_group_its_rollout_and_each_vm_its_identity(tmp_path: 
         ("web-1", "web", 1),
         ("db-0", "db", 0),
     ]
+
+
+RETRY = '[{"from_s": 60, "to_s": 120, "status": 500}]'
+
+
+def test_a_vm_plays_its_own_playbook_else_its_groups(tmp_path: Path) -> None:
+    """A group's playbook file is read relative to the fleet file; a VM's own (inline) wins,
+    an empty one turns faults off; a VM with neither is not in the plan's playbooks."""
+    (tmp_path / "plays").mkdir()
+    (tmp_path / "plays" / "retry.json").write_text(RETRY)
+    text = GOOD.replace("gap_s = 120", 'gap_s = 120\nfaults = "plays/retry.json"')
+    text = text.replace(
+        "fault_domain = 1", "fault_domain = 1\nfaults = [{from_s = 0, to_s = 5, drop = true}]"
+    )
+    text += VM.format(name="web-2", address="10.0.0.6", group="web") + "faults = []\n"
+    plan = plan_fleet(read_fleet(write(tmp_path, text)), resolve)
+    assert {name: [(w.from_s, w.effect) for w in p] for name, p in plan.faults.items()} == {
+        "web-0": [(60, "status")],
+        "web-1": [(0, "drop")],
+        "web-2": [],
+    }
+
+
+def test_a_missing_playbook_file_names_the_fleet_file_the_entry_and_the_playbook(
+    tmp_path: Path,
+) -> None:
+    text = GROUP + VM.format(name="a", address="::1", group="web") + 'faults = "nope.json"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(FleetFileError) as caught:
+        read_fleet(path)
+    assert str(caught.value) == (
+        f"{path}: [[vm]] 1 ('a'), field 'faults': {tmp_path / 'nope.json'}: cannot read the "
+        "playbook: No such file or directory"
+    )
+
+
+def test_a_fleet_given_as_data_takes_inline_windows_but_reads_no_file() -> None:
+    tables = {
+        "group": [
+            {"name": "web", "trace": "t1", "faults": [{"from_s": 0, "to_s": 1, "drop": True}]}
+        ],
+        "vm": [{"name": "a", "address": "::1", "group": "web"}],
+    }
+    assert parse_fleet(tables).groups[0].faults is not None
+    tables["vm"][0]["faults"] = "/etc/passwd"
+    with pytest.raises(FleetFileError) as caught:
+        parse_fleet(tables, "fleet")
+    assert str(caught.value) == (
+        "fleet: [[vm]] 1 ('a'), field 'faults': a playbook file is read only from a fleet "
+        "file; give the windows"
+    )

@@ -78,3 +78,22 @@ def test_a_fleet_file_path_starts_a_fleet_and_errors_say_what_is_wrong(
     assert "fleet: [[group]] 1 ('web'), field 'trace': trace 'nope' not found" in str(caught.value)
     with pytest.raises(ReplayError, match="IMDS answered 404"):
         imds_replay.vm("web-9").poll()
+
+
+def test_a_test_gives_the_fleet_or_one_vm_a_fault_playbook(imds_replay: Any) -> None:
+    unavailable = [{"from_s": 0, "to_s": 1e6, "status": 503}]
+    imds_replay.start_fleet(TWO_DOMAINS, virtual=True, faults=unavailable, fault_seed=2)
+    web0, web1 = imds_replay.vm("web-0"), imds_replay.vm("web-1")
+    with pytest.raises(ReplayError, match="IMDS answered 503"):
+        web0.poll()
+    imds_replay.fleet.clear_faults(vm="web-0")
+    assert web0.poll()["Events"] == []
+    with pytest.raises(ReplayError, match="IMDS answered 503"):
+        web1.poll()
+    assert web1.status()["faults"] == {"windows": 1, "injected": {"status 503": 1}}
+    imds_replay.fleet.clear_faults()
+    drop = [{"from_s": 0, "to_s": 1e6, "drop": True}]
+    assert imds_replay.fleet.set_faults(drop, vm="web-1")["faults"]["windows"] == 1
+    with pytest.raises(ReplayError, match="cannot reach"):
+        web1.poll()
+    assert web0.poll()["Events"] == []

@@ -6,6 +6,7 @@ A plain function: Playwright's sync API runs its own event loop. Waits are Playw
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +85,19 @@ def test_the_page_shows_the_fleet_by_fault_domain_and_approves_as_a_chosen_vm(
                 )
             expect(page.locator("#approvals li")).to_have_count(1)
             expect(page.locator("#approvals li")).to_contain_text("web-1 approved")
+            # Someone else moves the fleet, with no document changing for 900 s: the page
+            # hears it on the fleet's stream.
+            for verb, body in (("speed", b'{"speed": 1}'), ("resume", None)):
+                moved = urllib.request.Request(
+                    f"{base}/replay/fleet/{verb}",
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(moved, timeout=5) as answer:
+                    assert answer.status == 200
+            expect(page.locator("#fleet-state")).to_have_text("running")
+            expect(page.locator("#fleet-position")).to_contain_text("· 1x")
             (ROOT / "artifacts").mkdir(exist_ok=True)
             page.screenshot(path=str(ROOT / "artifacts" / "fleet-page.png"), full_page=True)
             assert errors == [], errors

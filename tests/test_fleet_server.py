@@ -84,12 +84,23 @@ async def fleet_server(
 ) -> tuple[Vms, FleetHost]:
     options = getattr(request, "param", {})
     host = host_for(tmp_path, registry, clock, WEB + DB + FLEET, **options)
+    return await vms_for(aiohttp_server, aiohttp_client, registry, clock, host), host
+
+
+async def vms_for(
+    aiohttp_server: Fixture,
+    aiohttp_client: Fixture,
+    registry: SessionRegistry,
+    clock: FakeClock,
+    host: FleetHost,
+) -> Vms:
+    """A fleet server on 127.0.0.1, and a client per VM from its own address (and a stranger)."""
     server = await aiohttp_server(make_app(registry, clock=clock, fleet_host=host))
     clients = {}
     for name, address in [*ADDRESS.items(), ("db-0", "127.0.0.30"), ("stranger", "127.0.0.99")]:
         connector = aiohttp.TCPConnector(local_addr=(address, 0))
         clients[name] = await aiohttp_client(server, connector=connector)
-    return Vms(server, clients), host
+    return Vms(server, clients)
 
 
 def seen(doc: dict[str, Any]) -> list[tuple[str, str, list[str]]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import math
 from typing import Any
 
 import pytest
@@ -13,23 +11,12 @@ from replay.core.fleet import parse_fleet, plan_fleet
 from replay.playback.anchor import Start
 from replay.playback.fleet import Fleet, FleetOptions
 from tests.helpers import simple_trace
+from tests.test_ticker_deadline import exactly, settle
 
 FLEET = {
     "group": [{"name": "web", "trace": "t1", "rollout": "together"}],
     "vm": [{"name": "web-0", "address": "127.0.0.10", "group": "web"}],
 }
-
-
-async def settle() -> None:
-    for _ in range(30):
-        await asyncio.sleep(0)  # noqa: TID251 - yields to the loop; FakeClock time stands still
-
-
-def exactly(clock: FakeClock, t: float) -> None:
-    """Move the fake clock to t itself (adding t - now can land a hair short of it)."""
-    clock.advance(t - clock.now())
-    while clock.now() < t:
-        clock.advance(math.nextafter(clock.now(), math.inf) - clock.now())
 
 
 @pytest.mark.parametrize("speed", [0.37, 3.3, 7.3, 13, 60, 240, 1000])

@@ -81,6 +81,11 @@ def fleet_host_for(
             gap = f", {group.gap_s:g} s apart" if len(group.waves) > 1 else ""
             line = f"{group.source.name}, {group.rollout} ({domains}){gap}"
         err.print(f"  {group.group}: {line}", highlight=False)
+    faulty = sum(1 for vm in fleet.vms.values() if vm.faults is not None)
+    if faulty:
+        err.print(f"  faults: {faulty} of {len(fleet.vms)} VMs play a playbook", highlight=False)
+    if options.warm_up_s > 0:
+        err.print(f"  warm-up: {options.warm_up_s:g} s for each VM", highlight=False)
     err.print(
         "each VM is the client address its requests come from, or /vm/NAME/metadata/...",
         highlight=False,

@@ -63,10 +63,15 @@ def serve(
         typer.Option(help="IMDS requests per second per client (per VM of a fleet); more get 429"),
     ] = None,
     warm_up: Annotated[
-        float, typer.Option(help="Wall seconds at a session's start answered slowly")
+        float,
+        typer.Option(help="Wall seconds at a session's (or each fleet VM's) start answered slowly"),
     ] = 0.0,
     faults: Annotated[
-        Path | None, typer.Option(help="JSON playbook of failures in trace-time windows")
+        Path | None,
+        typer.Option(
+            help="JSON playbook of failures in trace-time windows (with --fleet: each VM's own "
+            "draws, unless the fleet file gives it a playbook)"
+        ),
     ] = None,
     fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
     token: Annotated[
@@ -140,14 +145,20 @@ def serve(
         from replay.cli.fleet import fleet_host_for
         from replay.playback.fleet import FleetOptions
 
-        given = {"--trace": trace, "--resources": resources, "--faults": faults}
-        plays = FleetOptions(factor, loop, start, approval_delay, recorded_approvals, rate_limit)
+        given = {"--trace": trace, "--resources": resources}
+        plays = FleetOptions(
+            factor,
+            loop,
+            start,
+            approval_delay,
+            recorded_approvals,
+            rate_limit,
+            faults=playbook,
+            fault_seed=fault_seed,
+            warm_up_s=warm_up,
+        )
         fleet_host = fleet_host_for(
-            fleet,
-            directory,
-            clock,
-            plays,
-            not_for_fleets=[k for k, v in given.items() if v] + ["--warm-up"] * (warm_up > 0),
+            fleet, directory, clock, plays, not_for_fleets=[k for k, v in given.items() if v]
         )
     elif trace is not None:
         t = load_trace(directory, trace)

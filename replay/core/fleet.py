@@ -13,9 +13,12 @@ A fleet file is TOML (or the same tables as JSON, from the control API):
     address = "10.0.0.4"         # the address its IMDS requests come from
     group = "web"
     fault_domain = 0
+    faults = "retry.json"        # optional, also per group: a fault playbook (file or windows)
 
 Parsing is pure; every error names the file, the entry and the field. Which traces exist is the
 caller's business: `plan_fleet` takes a resolver and names the group whose trace is missing.
+A playbook named by path is read by `read_fleet` (relative to the file); a fleet given as data
+(the control API) has its windows inline.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from replay.core.faults import FaultWindow, PlaybookError, load_playbook, parse_playbook
 from replay.core.reference import event_id_for
 from replay.core.rollout import ROLLOUTS, Rollout, plan_rollout
 from replay.core.timeline import Trace
@@ -37,10 +41,15 @@ from replay.errors import ReplayError
 
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """Azure VM names: 1-64 letters, digits, '.', '_' or '-' (safe in /vm/{name}/ paths too)."""
-GROUP_KEYS = {"name": str, "trace": str, "rollout": str, "gap_s": float}
-VM_KEYS = {"name": str, "address": str, "group": str, "fault_domain": int}
+GROUP_KEYS = {"name": str, "trace": str, "rollout": str, "gap_s": float, "faults": list}
+VM_KEYS = {"name": str, "address": str, "group": str, "fault_domain": int, "faults": list}
 MAX_FAULT_DOMAIN = 1000
 MAX_GAP_S = 1e7
+
+
+Playbook = tuple[FaultWindow, ...]
+PlaybookLoader = Callable[[str], Playbook]
+"""Reads a playbook file named in a fleet file (a path relative to it)."""
 
 
 class FleetFileError(ReplayError):
@@ -57,6 +66,8 @@ class GroupSpec:
     rollout: str = "fault-domain"
     gap_s: float = 0.0
     """Trace seconds from one fault domain's events being gone to the next one's appearing."""
+    faults: Playbook | None = None
+    """The fault playbook of its VMs that have none of their own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,8 @@ class VmSpec:
     """Normalised IP address (as request.remote shows it)."""
     group: str
     fault_domain: int = 0
+    faults: Playbook | None = None
+    """Its own fault playbook (an empty one: none, whatever its group or the server has)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +158,9 @@ class FleetPlan:
     source: str
     groups: tuple[GroupPlan, ...]
     identities: tuple[VmIdentity, ...]
+    faults: Mapping[str, Playbook] = field(default_factory=dict)
+    """Each VM's fault playbook from the file (its own, else its group's), by VM name; a VM
+    not here plays the server's (serve --faults), if any."""
 
 
 def _entry(source: str, table: str, index: int, raw: Mapping[str, Any]) -> str:
@@ -188,8 +204,13 @@ def _tables(data: Mapping[str, Any], source: str, key: str) -> list[Mapping[str,
     return tables
 
 
-def parse_fleet(data: Any, source: str = "fleet") -> FleetSpec:
-    """Validate a fleet (parsed TOML or JSON); errors name the source, the entry and the field."""
+def parse_fleet(
+    data: Any, source: str = "fleet", playbooks: PlaybookLoader | None = None
+) -> FleetSpec:
+    """Validate a fleet (parsed TOML or JSON); errors name the source, the entry and the field.
+
+    playbooks reads a `faults` that names a file; without it, only inline windows are taken.
+    """
     if not isinstance(data, Mapping):
         raise FleetFileError(f"{source}: a fleet is a table with [[group]] and [[vm]] entries")
     unknown = sorted(set(data) - {"group", "vm"})
@@ -217,7 +238,8 @@ def parse_fleet(data: Any, source: str = "fleet") -> FleetSpec:
         gap_s = _field(where, raw, "gap_s", float, 0.0)
         if not 0 <= gap_s <= MAX_GAP_S:
             raise FleetFileError(f"{where}, field 'gap_s': must be 0 to {MAX_GAP_S:g} seconds")
-        groups[name] = GroupSpec(name, trace, rollout, gap_s)
+        faults = _faults(where, raw, playbooks)
+        groups[name] = GroupSpec(name, trace, rollout, gap_s, faults)
     if not groups:
         raise FleetFileError(f"{source}: no [[group]] entries; a fleet needs at least one")
     vms: list[VmSpec] = []
@@ -258,7 +280,7 @@ def parse_fleet(data: Any, source: str = "fleet") -> FleetSpec:
                 f"got {fault_domain}"
             )
         names[name], addresses[address] = i, i
-        vms.append(VmSpec(name, address, group, fault_domain))
+        vms.append(VmSpec(name, address, group, fault_domain, _faults(where, raw, playbooks)))
     for i, spec in enumerate(groups.values()):
         if not any(vm.group == spec.name for vm in vms):
             where = f"{source}: [[group]] {i + 1} ({spec.name!r})"
@@ -266,8 +288,31 @@ def parse_fleet(data: Any, source: str = "fleet") -> FleetSpec:
     return FleetSpec(source, tuple(groups.values()), tuple(vms))
 
 
+def _faults(
+    where: str, raw: Mapping[str, Any], playbooks: PlaybookLoader | None
+) -> Playbook | None:
+    """An entry's `faults`: windows inline, or a playbook file read by playbooks."""
+    if "faults" not in raw:
+        return None
+    value, where = raw["faults"], f"{where}, field 'faults'"
+    try:
+        if isinstance(value, list):
+            return parse_playbook(value, where)
+        if not isinstance(value, str) or not value:
+            raise FleetFileError(f"{where}: must be a playbook file or a list of windows")
+        if playbooks is None:
+            raise FleetFileError(
+                f"{where}: a playbook file is read only from a fleet file; give the windows"
+            )
+        return playbooks(value)
+    except PlaybookError as exc:
+        problem = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+        raise FleetFileError(problem) from None
+
+
 def read_fleet(path: Path) -> FleetSpec:
-    """Read and validate a fleet file (TOML); errors name the file."""
+    """Read and validate a fleet file (TOML); errors name the file. Playbook files it names
+    are read relative to it."""
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -275,7 +320,14 @@ def read_fleet(path: Path) -> FleetSpec:
         raise FleetFileError(f"{path}: cannot read the fleet file: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise FleetFileError(f"{path}: not TOML: {exc}") from None
-    return parse_fleet(data, str(path))
+    read: dict[str, Playbook] = {}
+
+    def playbooks(name: str) -> Playbook:
+        if name not in read:
+            read[name] = load_playbook(path.parent / name)
+        return read[name]
+
+    return parse_fleet(data, str(path), playbooks)
 
 
 def identity_of(vm: VmSpec) -> VmIdentity:
@@ -305,7 +357,17 @@ def plan_fleet(spec: FleetSpec, resolve: Callable[[str], Trace | FleetTrace]) ->
             groups.append(plan_rollout(group.name, resolved, members, group.rollout, group.gap_s))
         except ReplayError as exc:
             raise FleetFileError(f"{where}: {exc}") from None
-    return FleetPlan(spec.source, tuple(groups), tuple(identity_of(vm) for vm in spec.vms))
+    identities = tuple(identity_of(vm) for vm in spec.vms)
+    return FleetPlan(spec.source, tuple(groups), identities, playbooks_of(spec))
+
+
+def playbooks_of(spec: FleetSpec) -> dict[str, Playbook]:
+    """Each VM's playbook from the fleet file: its own, else its group's (absent: neither)."""
+    group_faults = {g.name: g.faults for g in spec.groups}
+    found = {
+        vm.name: vm.faults if vm.faults is not None else group_faults[vm.group] for vm in spec.vms
+    }
+    return {name: playbook for name, playbook in found.items() if playbook is not None}
 
 
 def _captured(spec: FleetSpec, group: GroupSpec, fleet: FleetTrace) -> CapturedGroup:

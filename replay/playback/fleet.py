@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
+
 from replay.clock import Clock
-from replay.core.faults import RateLimiter
+from replay.core.faults import FaultWindow, RateLimiter
 from replay.core.fleet import FleetPlan
 from replay.core.imds import LATEST_VERSION, render
 from replay.core.schedule import Transition
@@ -40,6 +42,11 @@ class FleetOptions:
     """Play the capture's own approvals in every fault domain's wave."""
     rate_limit: int | None = None
     """IMDS requests per second per VM; more get 429 (off when None)."""
+    faults: Sequence[FaultWindow] | None = None
+    """The fault playbook of every VM the fleet file gives none (each VM draws its own)."""
+    fault_seed: int = 0
+    warm_up_s: float = 0.0
+    """Wall seconds from the fleet's start during which each VM's requests are held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,7 @@ class Fleet(Anchored):
         clock: Clock,
         options: FleetOptions | None = None,
         listeners: dict[str, set[Listener]] | None = None,
+        watchers: set[Listener] | None = None,
     ) -> None:
         self.options = options = options or FleetOptions()
         if options.speed <= 0:
@@ -89,19 +97,30 @@ class Fleet(Anchored):
             timeline = group.timelines[identity.name]
             heard = self.listeners.setdefault(identity.name, set())
             vm = VmReplay(identity, group, timeline, heard)
+            vm.set_faults(plan.faults.get(vm.name, options.faults), options.fault_seed)
+            if options.warm_up_s > 0:
+                vm.warm_until = clock.now() + options.warm_up_s
             timeline.vms.append(vm)
             self.vms[vm.name] = vm
             self.by_address[identity.address] = vm
-        self.subscribers: set[Listener] = set().union(*(vm.listeners for vm in self.vms.values()))
-        """Every VM's listeners: the ticker stays awake before a transition when any exist."""
+        self.watchers = set() if watchers is None else watchers
+        """Listeners of the whole fleet (a server's host keeps them across fleets): each gets
+        watch_message() whenever a document changes or the anchor moves."""
+        self.subscribers: set[Listener] = set(self.watchers).union(
+            *(vm.listeners for vm in self.vms.values())
+        )
+        """Every listener: the ticker stays awake before a transition when any exist."""
         self.approvals: deque[FleetApproval] = deque(maxlen=APPROVALS_KEPT)
         self.rate_limiter = RateLimiter(options.rate_limit) if options.rate_limit else None
         self.ticker = Ticker(self, "fleet")
         self._polled = False
+        self._moved = False
+        """The anchor moved since the watchers were last told."""
         self.start_anchor(options.start)
 
     # -- what the anchor asks of a replay ------------------------------------------------------
     def _forget(self) -> None:
+        self._moved = True
         for timeline in self.timelines:
             timeline.forget()
 
@@ -221,11 +240,13 @@ class Fleet(Anchored):
         pos = self.position() if at_s is None else max(self.position(), at_s)
         lateness = 0.0 if deadline is None else self.clock.now() - deadline
         at = self.wall_of(pos) if deadline is None else self.anchor.wall_of_mono(deadline)
+        changed: list[tuple[Timeline, Served]] = []
         for timeline in self.timelines:
             served = self.served(timeline, self.status_version, pos)[0]
             if timeline.last_pushed == served.incarnation:
                 continue
             timeline.last_pushed = served.incarnation
+            changed.append((timeline, served))
             if any(vm.listeners for vm in timeline.vms):
                 message = push_message(served.body, at)
                 for vm in timeline.vms:
@@ -241,6 +262,62 @@ class Fleet(Anchored):
                 incarnation=served.incarnation,
                 lateness_ms=round(lateness * 1000, 3),
             )
+        if self.watchers and (changed or self._moved):  # no message is built for nobody
+            self._moved = False
+            self.tell(self.watch_message(changed, at, pos), at, lateness)
+
+    def finish(self) -> None:
+        """The fleet reached its end: hold the last documents, and tell the watchers."""
+        super().finish()
+        if self.watchers:
+            self.tell(self.watch_message([], self.anchor.wall, self.duration_s), self.anchor.wall)
+
+    # -- the whole fleet's stream -----------------------------------------------------------
+    def tell(self, message: bytes, at: datetime, lateness_s: float = 0.0) -> None:
+        """Give the fleet's watchers a message."""
+        if self.watchers:
+            pushed = Pushed("fleet", message, at, lateness_s, message)
+            for watcher in list(self.watchers):
+                watcher(pushed)
+
+    def watch_message(
+        self, changed: Sequence[tuple[Timeline, Served]], at: datetime, pos: float | None = None
+    ) -> bytes:
+        """{"fleet", "state", "speed", "round", "position_s", "at", "documents": [{"group",
+        "vms", "document"}]}: where the fleet is, and the documents that changed (with the VMs
+        that see each)."""
+        rnd, off = self.split(self.position() if pos is None else pos)
+        head = orjson.dumps(
+            {
+                "fleet": self.name,
+                "state": self.state.value,
+                "speed": self.speed,
+                "round": rnd,
+                "position_s": off,
+                "at": at.isoformat(),
+            }
+        )
+        documents = b",".join(
+            b'{"group":%b,"vms":%b,"document":%b}'
+            % (orjson.dumps(t.group), orjson.dumps([vm.name for vm in t.vms]), served.body)
+            for t, served in changed
+        )
+        return head[:-1] + b',"documents":[' + documents + b"]}"
+
+    def watch_now(self) -> bytes:
+        """What a new watcher gets first: where the fleet is, and every current document."""
+        pos = self.position()
+        current = [(t, self.served(t, self.status_version, pos)[0]) for t in self.timelines]
+        return self.watch_message(current, self.wall_of(pos), pos)
+
+    def set_faults(self, windows: Sequence[FaultWindow] | None, seed: int = 0) -> None:
+        """Give every VM the playbook (each its own draws); None or empty: no faults."""
+        for vm in self.vms.values():
+            vm.set_faults(windows, seed)
+
+    def draw_fault(self, vm: VmReplay) -> FaultWindow | None:
+        """A VM's playbook fault for a request now (windows are in the fleet's trace time)."""
+        return vm.draw_fault(self.split(self.position())[1])
 
     def message_now(self, vm: VmReplay) -> bytes:
         """The push message of a VM's current document (what a new subscriber gets first)."""

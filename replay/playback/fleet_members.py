@@ -11,18 +11,19 @@ listeners, its poll counts, and its poll-path shortcut.
 from __future__ import annotations
 
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
+from replay.core.faults import FaultPlan, FaultWindow
 from replay.core.fleet import CapturedGroup, GroupPlan, VmIdentity
 from replay.core.rollout import Rollout
 from replay.core.schedule import Schedule
 from replay.playback.rounds import ApprovalKey, RoundOptions, Rounds, ScheduleCache
 from replay.playback.session import DOCUMENTS_KEPT, Served
-from replay.playback.ticker import Pushed
+from replay.playback.ticker import Pushed, log_line
 
 Listener = Callable[[Pushed], None]
 
@@ -115,3 +116,28 @@ class VmReplay:
         self.approvals = 0
         self.refused = 0
         """Requests refused by the per-VM rate limit."""
+        self.faults: FaultPlan | None = None
+        """This VM's fault playbook, with draws of its own."""
+        self.warm_until: float | None = None
+        """Monotonic instant until which this VM's IMDS requests wait (warm-up)."""
+        self.fault_counts: Counter[str] = Counter()
+
+    def set_faults(self, windows: Sequence[FaultWindow] | None, seed: int = 0) -> None:
+        """Play a playbook (None or empty: none), drawing from a generator seeded by seed and
+        this VM's name: reproducible, and independent of every other VM's."""
+        own_seed = zlib.crc32(f"{seed}/{self.name}".encode())
+        self.faults = FaultPlan(tuple(windows), seed=own_seed) if windows else None
+
+    def draw_fault(self, offset_s: float) -> FaultWindow | None:
+        """The playbook's fault for a request at a trace offset, counted and logged."""
+        if self.faults is None:
+            return None
+        window = self.faults.draw(offset_s)
+        if window is not None:
+            self.count_fault(window.describe(), offset_s)
+        return window
+
+    def count_fault(self, kind: str, offset_s: float | None = None) -> None:
+        """Count an injected failure in the VM's status and log it as a JSON line."""
+        self.fault_counts[kind] += 1
+        log_line(event="fault", vm=self.name, fault=kind, offset_s=offset_s)

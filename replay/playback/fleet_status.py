@@ -42,6 +42,7 @@ def fleet_status(fleet: Fleet) -> dict[str, Any]:
         "next_transition": next_info,
         "approval_delay_s": fleet.options.approval_delay_s,
         "rate_limit": fleet.options.rate_limit,
+        "warm_up_s": fleet.options.warm_up_s,
         "groups": groups,
         "vms": [vm_status(fleet, vm, groups_by_name(groups)) for vm in fleet.vms.values()],
         "approvals": [
@@ -123,6 +124,10 @@ def vm_status(
         "polls": vm.polls,
         "approvals": vm.approvals,
         "refused": vm.refused,
+        "faults": {
+            "windows": len(vm.faults.windows) if vm.faults else 0,
+            "injected": dict(vm.fault_counts),
+        },
     }
 
 

@@ -4,7 +4,8 @@
   /metadata/instance answer as the VM whose address request.remote is; an address the fleet
   does not know is a VM in no group (the empty document).
 - `ROUTES` (always): /vm/{name}/metadata/... for clients that cannot choose their address,
-  /vm/{name}/stream and /vm/{name}/events to push a VM's documents, and the page at /fleet.
+  /vm/{name}/stream and /vm/{name}/events to push a VM's documents, /fleet/stream and
+  /fleet/events to push the whole fleet's changes, and the page at /fleet.
 
 Answers are IMDS's own, as in replay.server.imds.
 """
@@ -12,23 +13,24 @@ Answers are IMDS's own, as in replay.server.imds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
 from replay.core import imds, instance
 from replay.core.fleet import VmIdentity
 from replay.playback.fleet import Fleet
+from replay.playback.fleet_host import VmView
 from replay.playback.fleet_members import NO_GROUP, VmReplay
 from replay.server import imds as imds_routes
+from replay.server.failures import imds_error, inject
 from replay.server.imds import (
     HEADERS,
-    MAX_BODY,
     POLL_TARGETS,
-    SIMPLE_QUERIES,
     Rejection,
+    answer_instance,
     check_request,
-    imds_error,
+    query_of,
+    start_requests,
 )
 from replay.server.keys import FLEET
 from replay.server.middlewares import control_error, imds_route
@@ -36,10 +38,6 @@ from replay.server.page import NO_CACHE, STATIC_DIR
 from replay.server.streams import stream_events, stream_websocket
 
 MAPPED_V4 = "::ffff:"
-
-
-def _query(request: web.Request) -> Mapping[str, str]:
-    return SIMPLE_QUERIES.get(request.raw_path.partition("?")[2]) or request.query
 
 
 def vm_at(fleet: Fleet, remote: str | None) -> VmReplay | None:
@@ -77,7 +75,7 @@ async def _scheduled_events(
     method, headers = request.method, request.headers
     if method not in ("GET", "POST"):
         return imds_error(405, imds.ERR_METHOD)
-    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or _query(request))
+    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or query_of(request))
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     limiter = fleet.rate_limiter
@@ -86,10 +84,17 @@ async def _scheduled_events(
         if not limiter.allow(who, fleet.clock.now()):
             if vm is not None:
                 vm.refused += 1
+                vm.count_fault("rate limit 429")
             return imds_error(429, imds.ERR_TOO_MANY)
+    if vm is not None and (vm.faults is not None or vm.warm_until is not None):
+        failure = await inject(request, fleet.clock, VmView(fleet, vm))
+        if failure is not None:
+            return failure
     if method == "POST":
         fleet.touch()
-        return await _start_requests(request, fleet, vm)
+        if vm is None:
+            return await start_requests(request, lambda ids: ids)  # it can see no EventId
+        return await start_requests(request, lambda ids: fleet.approve(vm, ids))
     if vm is None:
         fleet.touch()
         served = NO_GROUP
@@ -100,20 +105,6 @@ async def _scheduled_events(
     return web.Response(
         body=served.body, headers={"Content-Type": imds.CONTENT_TYPE, "ETag": served.etag}
     )
-
-
-async def _start_requests(request: web.Request, fleet: Fleet, vm: VmReplay | None) -> web.Response:
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return imds_error(413, f"Request body too large (limit {MAX_BODY} bytes)")
-    ids = imds.parse_start_requests(body)
-    if ids is None:
-        return imds_error(400, imds.ERR_BODY)
-    unknown = list(ids) if vm is None else fleet.approve(vm, ids)
-    if unknown:
-        return imds_error(400, f"Bad request. Unknown EventId: {', '.join(unknown)}")
-    return web.Response(status=200, headers=HEADERS)
 
 
 def instance_identity(identity: VmIdentity) -> instance.InstanceIdentity:
@@ -148,20 +139,7 @@ async def instance_by_name(request: web.Request) -> web.StreamResponse:
 
 def _instance(request: web.Request, vm: VmReplay) -> web.Response:
     """Instance metadata of one VM: any sub-path, format=json or text, as IMDS answers."""
-    if request.method != "GET":
-        return imds_error(405, imds.ERR_METHOD)
-    query = _query(request)
-    version = check_request(request.headers, query, imds.INSTANCE_VERSION_SET)
-    if isinstance(version, Rejection):
-        return web.Response(status=version.status, body=version.body, headers=HEADERS)
-    fmt = query.get("format") or "json"
-    if fmt not in instance.FORMATS:
-        return imds_error(400, imds.ERR_FORMAT)
-    found = instance.answer(instance_identity(vm.identity), request.match_info["tail"], fmt)
-    if found is None:
-        return imds_error(404, imds.ERR_NOT_FOUND)
-    body, content_type = found
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    return answer_instance(request, instance_identity(vm.identity))
 
 
 def _no_vm(request: web.Request) -> web.Response | None:
@@ -185,6 +163,21 @@ async def vm_events(request: web.Request) -> web.StreamResponse:
     return missing or await stream_events(request, request.app[FLEET], name, f"vm:{name}")
 
 
+async def fleet_websocket(request: web.Request) -> web.StreamResponse:
+    """GET /fleet/stream: where the fleet is and what changed, one WebSocket message each (the
+    page's stream): every current document first, then one message per change of a document
+    or of the anchor; {"fleet": null} while no fleet plays."""
+    return await stream_websocket(request, request.app[FLEET].watch, "fleet", WATCH_KEY)
+
+
+async def fleet_events(request: web.Request) -> web.StreamResponse:
+    """GET /fleet/events: the same as Server-Sent Events."""
+    return await stream_events(request, request.app[FLEET].watch, "fleet", WATCH_KEY)
+
+
+WATCH_KEY = "fleet:"
+"""The fleet stream's fan-out (a session's is its name, a VM's vm:NAME; neither has a ':' at
+the end)."""
 FLEET_PAGE = STATIC_DIR / "fleet"
 """The fleet page's own files (a folder of its own: the session page's assets are the rest)."""
 
@@ -211,6 +204,8 @@ ROUTES = [
     web.route("*", "/vm/{name}/metadata/instance{tail:(/.*)?}", instance_by_name),
     web.get("/vm/{name}/stream", vm_websocket),
     web.get("/vm/{name}/events", vm_events),
+    web.get("/fleet/stream", fleet_websocket),
+    web.get("/fleet/events", fleet_events),
     web.get("/fleet", fleet_page),
     _fleet_asset("fleet.js"),
     _fleet_asset("fleet.css"),

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from replay.core.faults import parse_playbook
 from replay.core.fleet import FleetPlan, FleetTrace, parse_fleet, plan_fleet
 from replay.core.timeline import Trace
 from replay.errors import ReplayError, TraceNotFoundError
@@ -22,9 +23,11 @@ from replay.recording.fleet_traces import load_fleet_trace
 from replay.server.control import options_from
 from replay.server.keys import FLEET, REGISTRY
 from replay.server.middlewares import ControlError, json_response
-from replay.server.verbs import body_of, documents_response, verb_routes
+from replay.server.verbs import body_of, documents_response, field, playbook_of, verb_routes
 
 routes = web.RouteTableDef()
+MAX_WARM_UP_S = 3600.0
+"""The longest warm-up a control client may ask for (wall seconds)."""
 
 
 def fleet_of(request: web.Request) -> Fleet:
@@ -53,6 +56,10 @@ def fleet_options(body: dict[str, Any]) -> FleetOptions:
         isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or rate_limit < 1
     ):
         raise ControlError(400, "'rate_limit' must be an integer >= 1 (requests per second)")
+    faults = body.get("faults")
+    warm_up_s = field(body, "warm_up_s", (int, float), 0.0)
+    if not 0 <= warm_up_s <= MAX_WARM_UP_S:
+        raise ControlError(400, f"'warm_up_s' must be 0 to {MAX_WARM_UP_S:g} seconds")
     return FleetOptions(
         speed=session.speed,
         loop=session.loop,
@@ -60,6 +67,9 @@ def fleet_options(body: dict[str, Any]) -> FleetOptions:
         approval_delay_s=session.approval_delay_s,
         recorded_approvals=session.recorded_approvals,
         rate_limit=rate_limit,
+        faults=None if faults is None else parse_playbook(faults, "'faults'"),
+        fault_seed=field(body, "fault_seed", int, 0),
+        warm_up_s=float(warm_up_s),
     )
 
 
@@ -117,6 +127,37 @@ async def approve(request: web.Request) -> web.Response:
     unknown = fleet.approve(vm, ids)
     if unknown:
         raise ControlError(400, f"{vm.name} cannot see EventId {', '.join(unknown)}")
+    return json_response(vm_detail(fleet, vm))
+
+
+@routes.put("/replay/fleet/faults")
+async def load_faults(request: web.Request) -> web.Response:
+    """Give every VM a fault playbook (each its own draws): a list of windows, or {playbook,
+    seed}. It replaces the playbooks the fleet file gave."""
+    fleet = fleet_of(request)
+    fleet.set_faults(*await playbook_of(request))
+    return json_response(fleet_status(fleet))
+
+
+@routes.delete("/replay/fleet/faults")
+async def clear_faults(request: web.Request) -> web.Response:
+    fleet = fleet_of(request)
+    fleet.set_faults(None)
+    return json_response(fleet_status(fleet))
+
+
+@routes.put("/replay/fleet/vms/{vm}/faults")
+async def load_vm_faults(request: web.Request) -> web.Response:
+    """Give one VM a fault playbook: a list of windows, or {playbook, seed}."""
+    fleet, vm = vm_of(request)
+    vm.set_faults(*await playbook_of(request))
+    return json_response(vm_detail(fleet, vm))
+
+
+@routes.delete("/replay/fleet/vms/{vm}/faults")
+async def clear_vm_faults(request: web.Request) -> web.Response:
+    fleet, vm = vm_of(request)
+    vm.set_faults(None)
     return json_response(vm_detail(fleet, vm))
 
 

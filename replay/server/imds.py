@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -13,6 +13,7 @@ from multidict import istr
 from replay.core import imds, instance
 from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import Session
+from replay.server.failures import imds_error, inject
 from replay.server.keys import REGISTRY
 from replay.server.middlewares import control_error, imds_route
 
@@ -56,11 +57,7 @@ def check_request(
     return version
 
 
-def imds_error(status: int, message: str) -> web.Response:
-    return web.Response(status=status, body=imds.error_body(message), headers=HEADERS)
-
-
-def _query(request: web.Request) -> Mapping[str, str]:
+def query_of(request: web.Request) -> Mapping[str, str]:
     """request.query; `?api-version=<version>` (nearly every request) from SIMPLE_QUERIES."""
     return SIMPLE_QUERIES.get(request.raw_path.partition("?")[2]) or request.query
 
@@ -73,11 +70,11 @@ def _session(request: web.Request) -> Session | None:
 async def scheduled_events(request: web.Request) -> web.StreamResponse:
     """GET: the current document; POST: StartRequests. Exactly as IMDS answers."""
     # The poll path: each call and property read costs throughput (benchmarks/README.md), so
-    # _query and _session are inlined and each request attribute is read once.
+    # query_of and _session are inlined and each request attribute is read once.
     method, headers, info = request.method, request.headers, request.match_info
     if method not in ("GET", "POST"):
         return imds_error(405, imds.ERR_METHOD)
-    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or _query(request))
+    version = check_request(headers, POLL_TARGETS.get(request.raw_path) or query_of(request))
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
     registry = info.current_app[REGISTRY]
@@ -90,7 +87,7 @@ async def scheduled_events(request: web.Request) -> web.StreamResponse:
             return failure
     if method == "POST":
         session.touch()
-        return await _start_requests(request, session)
+        return await start_requests(request, session.approve)
     served = session.poll(version)
     if headers.get(hdrs.IF_NONE_MATCH) == served.etag:
         return web.Response(status=304, headers={"ETag": served.etag})
@@ -99,55 +96,21 @@ async def scheduled_events(request: web.Request) -> web.StreamResponse:
     )
 
 
-FAULT_MESSAGES = {
-    410: "Gone. The service is being enabled; retry shortly",
-    429: imds.ERR_TOO_MANY,
-    500: "Internal server error",
-    503: "Service unavailable",
-}
-
-
 async def _unhappy(
     request: web.Request, registry: SessionRegistry, session: Session
 ) -> web.StreamResponse | None:
     """Failure modes asked for (rate limit, warm-up, playbook): an answer, or None to go on."""
-    clock = registry.clock
     limiter = registry.rate_limiter
-    if limiter is not None and not limiter.allow(request.remote or "-", clock.now()):
+    if limiter is not None and not limiter.allow(request.remote or "-", registry.clock.now()):
         session.count_fault("rate limit 429")
         return imds_error(429, imds.ERR_TOO_MANY)
-    if session.warm_until is not None:
-        # Like a service enabling itself: the first requests are answered slowly, not refused.
-        if clock.now() < session.warm_until:
-            session.count_fault("warm-up wait")
-            await clock.sleep_until(session.warm_until)
-        session.warm_until = None
-    session.touch()  # fault windows are in trace time: the replay clock must be running
-    window = session.draw_fault()
-    if window is None:
-        return None
-    if window.effect == "status":
-        return imds_error(int(window.value), FAULT_MESSAGES[int(window.value)])
-    if window.effect == "delay_ms":
-        await clock.sleep_until(clock.now() + window.value / 1000)
-        return None
-    transport = request.transport
-    if window.effect == "drop":
-        if transport is not None:
-            transport.abort()
-        raise ConnectionResetError("fault playbook: connection dropped")
-    # truncate: promise the whole document, send half of it, and hang up.
-    body = session.current(imds.LATEST_VERSION).body
-    response = web.StreamResponse(headers={"Content-Type": imds.CONTENT_TYPE})
-    response.content_length = len(body)
-    await response.prepare(request)
-    await response.write(body[: len(body) // 2])
-    if transport is not None:
-        transport.abort()
-    raise ConnectionResetError("fault playbook: body truncated")
+    return await inject(request, registry.clock, session)
 
 
-async def _start_requests(request: web.Request, session: Session) -> web.Response:
+async def start_requests(
+    request: web.Request, approve: Callable[[list[str]], list[str]]
+) -> web.Response:
+    """A StartRequests POST: approve(EventIds) answers the unknown ones (then IMDS's 400)."""
     # IMDS parses the body as JSON whatever the Content-Type says.
     try:
         body = await request.read()
@@ -156,7 +119,7 @@ async def _start_requests(request: web.Request, session: Session) -> web.Respons
     ids = imds.parse_start_requests(body)
     if ids is None:
         return imds_error(400, imds.ERR_BODY)
-    unknown = session.approve(ids)
+    unknown = approve(ids)
     if unknown:
         return imds_error(400, f"Bad request. Unknown EventId: {', '.join(unknown)}")
     return web.Response(status=200, headers=HEADERS)
@@ -165,19 +128,26 @@ async def _start_requests(request: web.Request, session: Session) -> web.Respons
 @imds_route
 async def instance_metadata(request: web.Request) -> web.Response:
     """Instance metadata, any sub-path (array elements by index), format=json or text."""
+    session = _session(request)
+    return answer_instance(request, None if session is None else session.identity)
+
+
+def answer_instance(
+    request: web.Request, identity: instance.InstanceIdentity | None
+) -> web.Response:
+    """Instance metadata of a VM (None: no such VM, IMDS's 404), as IMDS answers."""
     if request.method != "GET":
         return imds_error(405, imds.ERR_METHOD)
-    query = _query(request)
+    query = query_of(request)
     version = check_request(request.headers, query, imds.INSTANCE_VERSION_SET)
     if isinstance(version, Rejection):
         return web.Response(status=version.status, body=version.body, headers=HEADERS)
-    session = _session(request)
-    if session is None:
+    if identity is None:
         return imds_error(404, imds.ERR_NOT_FOUND)
     fmt = query.get("format") or "json"
     if fmt not in instance.FORMATS:
         return imds_error(400, imds.ERR_FORMAT)
-    found = instance.answer(session.identity, request.match_info["tail"], fmt)
+    found = instance.answer(identity, request.match_info["tail"], fmt)
     if found is None:
         return imds_error(404, imds.ERR_NOT_FOUND)
     body, content_type = found

@@ -64,7 +64,11 @@ _FLEET = {
     **{k: v for k, v in _CREATE.items() if k not in ("name", "trace", "resources")},
     "fleet": {"type": "object", "description": "The fleet file's tables: group, vm"},
     "rate_limit": {"type": "integer", "minimum": 1},
+    "faults": {"type": "array", "description": "A fault playbook for every VM without its own"},
+    "fault_seed": {"type": "integer"},
+    "warm_up_s": {"type": "number", "minimum": 0},
 }
+_PLAYBOOK = {"playbook": {"type": "array"}, "seed": {"type": "integer"}}
 FLEET_PATHS: dict[str, Any] = {
     "/replay/fleet": {
         "get": _op("The fleet's status: its anchor, groups, VMs and approvals"),
@@ -87,7 +91,18 @@ FLEET_PATHS: dict[str, Any] = {
         )
     },
     "/replay/fleet/speed": {"post": _op("Change the fleet's speed", {"speed": _SPEED})},
+    "/replay/fleet/faults": {
+        "put": _op("Give every VM a fault playbook, each with its own draws", _PLAYBOOK),
+        "delete": _op("Remove every VM's fault playbook"),
+    },
     "/replay/fleet/vms/{vm}": {"parameters": [_VM], "get": _op("A VM's status and document")},
+    "/replay/fleet/vms/{vm}/faults": {
+        "parameters": [_VM],
+        "put": _op(
+            "Give this VM a fault playbook (a list of windows, or {playbook, seed})", _PLAYBOOK
+        ),
+        "delete": _op("Remove this VM's fault playbook"),
+    },
     "/replay/fleet/vms/{vm}/approve": {
         "parameters": [_VM],
         "post": _op(
@@ -130,10 +145,7 @@ SPEC: dict[str, Any] = {
         "/replay/sessions/{session}/speed": _session_path("Change the speed", {"speed": _SPEED}),
         "/replay/sessions/{session}/faults": {
             "parameters": [_SESSION],
-            "put": _op(
-                "Load a fault playbook (a list of windows, or {playbook, seed})",
-                {"playbook": {"type": "array"}, "seed": {"type": "integer"}},
-            ),
+            "put": _op("Load a fault playbook (a list of windows, or {playbook, seed})", _PLAYBOOK),
             "delete": _op("Remove the session's fault playbook"),
         },
         "/replay/sessions/{session}/documents": {

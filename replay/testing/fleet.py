@@ -113,8 +113,15 @@ class FleetClient:
         approval_delay_s: float = 0.0,
         recorded_approvals: bool = False,
         rate_limit: int | None = None,
+        faults: Sequence[Mapping[str, Any]] | None = None,
+        fault_seed: int = 0,
+        warm_up_s: float = 0.0,
     ) -> dict[str, Any]:
-        """Load (or replace) the server's fleet; its groups name traces of the server's dataset."""
+        """Load (or replace) the server's fleet; its groups name traces of the server's dataset.
+
+        faults: a playbook (its windows) for every VM the fleet gives none, each VM drawing its
+        own; warm_up_s: wall seconds from the start during which each VM's requests are held.
+        """
         body: dict[str, Any] = {
             "fleet": dict(fleet_tables(fleet)),
             "speed": speed,
@@ -125,7 +132,25 @@ class FleetClient:
         }
         if rate_limit is not None:
             body["rate_limit"] = rate_limit
+        if faults is not None:
+            body["faults"] = [dict(window) for window in faults]
+            body["fault_seed"] = fault_seed
+        if warm_up_s:
+            body["warm_up_s"] = warm_up_s
         return self._dict("POST", "/replay/fleet", body)
+
+    def set_faults(
+        self, playbook: Sequence[Mapping[str, Any]], *, seed: int = 0, vm: str | None = None
+    ) -> dict[str, Any]:
+        """Give one VM (or every VM) a fault playbook; the status of that VM (or the fleet)."""
+        path = "/replay/fleet" if vm is None else f"/replay/fleet/vms/{vm}"
+        body = {"playbook": [dict(window) for window in playbook], "seed": seed}
+        return self._dict("PUT", f"{path}/faults", body)
+
+    def clear_faults(self, vm: str | None = None) -> dict[str, Any]:
+        """Remove one VM's (or every VM's) fault playbook."""
+        path = "/replay/fleet" if vm is None else f"/replay/fleet/vms/{vm}"
+        return self._dict("DELETE", f"{path}/faults")
 
     def vm(self, name: str) -> FleetVm:
         return FleetVm(self, name)

@@ -1,5 +1,5 @@
 // Talking to the server: the control API (JSON in and out), the IMDS endpoint a VM polls, and
-// a session's push stream. Every request goes to this page's own origin; every body is JSON.
+// push streams (a session's; the fleet page's too). Every request goes to this page's own origin; every body is JSON.
 
 export const IMDS_VERSION = "2020-07-01";
 export const DEFAULT = "default"; // the session the server always has
@@ -17,12 +17,15 @@ export function imdsPath(name) {
   return `${prefix}/metadata/scheduledevents?api-version=${IMDS_VERSION}`;
 }
 
-/** The WebSocket URL of a session's push stream. */
-export function streamUrl(name) {
+/** The WebSocket URL of a path of this server (with the token, when the page has one). */
+export function socketUrl(path) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const auth = TOKEN ? `?token=${enc(TOKEN)}` : "";
-  return `${scheme}://${location.host}/s/${enc(name)}/stream${auth}`;
+  return `${scheme}://${location.host}${path}${auth}`;
 }
+
+/** The WebSocket URL of a session's push stream. */
+export const streamUrl = (name) => socketUrl(`/s/${enc(name)}/stream`);
 
 /** A request to this page's own server; a body goes as JSON (the server refuses others). */
 function request(method, path, body, headers = {}) {

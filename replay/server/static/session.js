@@ -1,7 +1,7 @@
 // The session shown: choosing it, its status (re-read after every pushed document) and the
 // list of sessions in the picker.
 
-import { api, DEFAULT, enc, IDLE_TRACE, imdsPath, sessionPath } from "./api.js";
+import { api, DEFAULT, enc, IDLE_TRACE, imdsPath, sessionPath, streamUrl } from "./api.js";
 import { resync } from "./clock.js";
 import { renderStatus } from "./display.js";
 import { addHistory, resetDocuments, showDocument } from "./documents.js";
@@ -27,7 +27,7 @@ export function selectSession(name) {
   $("session-title").textContent = name;
   if (!view.nameEdited) $("start-name").value = name; // Start replaces what is shown
   $("session-endpoint").textContent = imdsPath(name);
-  connect(name, { onMessage: pushed, onReconnect: refreshStatus });
+  connect(streamUrl(name), { onMessage: pushed, onReconnect: refreshStatus });
   refreshStatus();
 }
 

@@ -1,7 +1,6 @@
-// The push stream: the shown session's WebSocket (/s/{name}/stream), reconnected with backoff.
-// Each message is {document, at}: a new current document and the server wall time it became so.
+// A push stream: one WebSocket (the shown session's /s/{name}/stream, or the fleet page's
+// /fleet/stream), reconnected with backoff; the connection badge says how it is.
 
-import { streamUrl } from "./api.js";
 import { setConnection } from "./dom.js";
 
 let socket = null;
@@ -9,17 +8,17 @@ let retryMs = 500;
 let retryTimer = null;
 
 /**
- * Follow the stream of session `name` (closing any other): onMessage(message) for each push,
- * onReconnect() after the connection came back (documents may have been missed meanwhile).
+ * Follow the stream at `url` (closing any other): onMessage(message) for each push,
+ * onReconnect() after the connection came back (messages may have been missed meanwhile).
  */
-export function connect(name, { onMessage, onReconnect }) {
+export function connect(url, { onMessage, onReconnect }) {
   clearTimeout(retryTimer);
   if (socket) {
     const old = socket;
     socket = null;
     old.close();
   }
-  const mine = new WebSocket(streamUrl(name));
+  const mine = new WebSocket(url);
   socket = mine;
   setConnection("connecting", "connecting…");
   mine.addEventListener("open", () => {
@@ -36,7 +35,7 @@ export function connect(name, { onMessage, onReconnect }) {
     socket = null;
     setConnection("offline", "reconnecting…");
     retryTimer = setTimeout(() => {
-      connect(name, { onMessage, onReconnect });
+      connect(url, { onMessage, onReconnect });
       onReconnect();
     }, retryMs);
     retryMs = Math.min(retryMs * 2, 10_000);

@@ -1,47 +1,22 @@
 // The fleet page: every group's VMs in a grid by fault domain, the group's shared events, and
 // Approve as any chosen VM.
 //
-// The page listens to one WebSocket per group (its first VM's /vm/{name}/stream: every VM of a
-// group sees the group's document) and fetches GET /replay/fleet when one says something
-// changed, and after each action. Nothing polls on a timer.
+// The page follows the whole fleet's stream (/fleet/stream: a message whenever any VM's
+// document changes, the fleet's anchor moves, or the fleet goes or comes) and reads
+// GET /replay/fleet when one arrives, and after each action. Nothing polls on a timer. The
+// request, element and stream helpers are the session page's modules.
 
-const $ = (id) => document.getElementById(id);
-const TOKEN = new URLSearchParams(location.search).get("token");
-const enc = encodeURIComponent;
-const sockets = new Map(); // group name -> WebSocket
+import { api, enc, socketUrl } from "../api.js";
+import { $, el } from "../dom.js";
+import { connect } from "../stream.js";
+
 let fetching = null;
 let again = false;
-
-async function api(method, path, body) {
-  const init = { method, headers: TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const resp = await fetch(path, init);
-  const value = await resp.json().catch(() => null);
-  if (!resp.ok) {
-    const err = value && value.error;
-    throw new Error((err && err.message) || `${method} ${path} answered ${resp.status}`);
-  }
-  return value;
-}
 
 function say(text, isError = false) {
   const message = $("message");
   message.textContent = text;
   message.dataset.error = isError ? "true" : "false";
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key.includes("-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
 }
 
 // ---- rendering ---------------------------------------------------------------------------------
@@ -51,75 +26,75 @@ function vmCell(vm) {
   const state = mine.length ? mine[0].status : vm.events.length ? "watching" : "idle";
   const cell = el(
     "li",
-    { className: "vm", "data-vm": vm.name, "data-state": state },
-    el("span", { className: "vm-name", text: vm.name }),
-    el("span", { className: "vm-state", text: state }),
-    el("span", { className: "vm-meta", text: `#${vm.incarnation} · ${vm.address}` }),
+    { class: "vm", dataset: { vm: vm.name, state } },
+    el("span", { class: "vm-name" }, vm.name),
+    el("span", { class: "vm-state" }, state),
+    el("span", { class: "vm-meta" }, `#${vm.incarnation} · ${vm.address}`),
   );
   cell.title = `${vm.name}: ${vm.polls} polls, incarnation ${vm.incarnation}`;
   return cell;
 }
 
-function eventRow(group, event, vms) {
-  const chooser = el("select", { className: "approve-as", "aria-label": `Approve ${event.EventId} as` });
-  for (const vm of vms) chooser.append(el("option", { value: vm.name, text: vm.name }));
-  const approve = el("button", { type: "button", className: "approve", text: "Approve" });
+function eventRow(event, vms) {
+  const chooser = el("select", { class: "approve-as", "aria-label": `Approve ${event.EventId} as` });
+  for (const vm of vms) chooser.append(el("option", { value: vm.name }, vm.name));
+  const approve = el("button", { type: "button", class: "approve small" }, "Approve");
   approve.disabled = event.EventStatus !== "Scheduled";
   approve.addEventListener("click", () =>
     act(`approved ${event.EventId} as ${chooser.value}`, () =>
       api("POST", `/replay/fleet/vms/${enc(chooser.value)}/approve`, { event_ids: [event.EventId] }),
     ),
   );
+  const status = event.EventStatus;
   return el(
     "tr",
-    { className: "event", "data-event": event.EventId, "data-status": event.EventStatus },
-    el("td", { className: "mono", text: event.EventId }),
-    el("td", { text: event.EventType }),
-    el("td", { className: "status", text: event.EventStatus }),
-    el("td", { text: event.Resources.join(", ") }),
-    el("td", { text: event.NotBefore || "—" }),
-    el("td", {}, el("label", { text: "as " }, chooser), approve),
+    { class: "event", dataset: { event: event.EventId, status } },
+    el("td", {}, el("code", {}, event.EventId)),
+    el("td", {}, event.EventType),
+    el("td", {}, el("span", { class: "badge status", dataset: { status } }, status)),
+    el("td", {}, event.Resources.join(", ")),
+    el("td", {}, event.NotBefore || "—"),
+    el("td", {}, el("label", { class: "meta" }, "as ", chooser), " ", approve),
   );
 }
 
 function groupSection(group, vms) {
-  const domains = el("div", { className: "domains" });
+  const domains = el("div", { class: "domains" });
   for (const domain of group.fault_domains) {
     const names = new Set(domain.vms);
     const label = domain.fault_domain === null ? "all VMs" : `fault domain ${domain.fault_domain}`;
     domains.append(
       el(
         "div",
-        { className: "domain", "data-fault-domain": String(domain.fault_domain) },
-        el("h3", { text: label }),
-        el("ul", { className: "vms" }, ...vms.filter((vm) => names.has(vm.name)).map(vmCell)),
+        { class: "domain", dataset: { faultDomain: String(domain.fault_domain) } },
+        el("h3", {}, label),
+        el("ul", { class: "vms" }, ...vms.filter((vm) => names.has(vm.name)).map(vmCell)),
       ),
     );
   }
+  const heads = ["EventId", "Type", "Status", "Resources", "NotBefore", ""];
   const events = group.events;
   const table = el(
-    "table",
-    { className: "events" },
+    "div",
+    { class: "table-wrap" },
     el(
-      "thead",
-      {},
-      el("tr", {}, ...["EventId", "Type", "Status", "Resources", "NotBefore", ""].map((h) => el("th", { text: h }))),
+      "table",
+      { class: "traces fleet-events" },
+      el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...events.map((e) => eventRow(e, vms))),
     ),
-    el("tbody", {}, ...events.map((e) => eventRow(group, e, vms))),
   );
   return el(
     "section",
-    { className: "group", "data-group": group.name },
+    { class: "panel group", dataset: { group: group.name } },
     el(
       "h2",
-      { text: `${group.name} ` },
-      el("span", {
-        className: "meta",
-        text: `${group.trace}, ${group.rollout}, incarnation ${group.incarnation}`,
-      }),
+      {},
+      `${group.name} `,
+      el("span", { class: "meta" }, `${group.trace}, ${group.rollout}, incarnation ${group.incarnation}`),
     ),
     domains,
-    events.length ? table : el("p", { className: "quiet", text: "No events now." }),
+    events.length ? table : el("p", { class: "empty" }, "No events now."),
   );
 }
 
@@ -136,14 +111,24 @@ function render(fleet) {
   $("groups").replaceChildren(...fleet.groups.map((g) => groupSection(g, byGroup.get(g.name))));
   $("approvals").replaceChildren(
     ...fleet.approvals.map((a) =>
-      el("li", { text: `${a.vm} approved ${a.event_id} (${a.group}, ${a.offset_s.toFixed(1)} s)` }),
+      el("li", {}, `${a.vm} approved ${a.event_id} (${a.group}, ${a.offset_s.toFixed(1)} s)`),
     ),
   );
-  listen(fleet);
+}
+
+function showNoFleet() {
+  $("groups").replaceChildren();
+  $("approvals").replaceChildren();
+  $("fleet-name").textContent = "";
+  $("fleet-position").textContent = "";
+  $("fleet-state").textContent = "no fleet";
+  $("fleet-state").dataset.state = "";
+  $("empty").hidden = false;
 }
 
 // ---- updates -----------------------------------------------------------------------------------
 
+/** Read the fleet's status again (one request at a time; a call meanwhile asks for one more). */
 async function refresh() {
   if (fetching) {
     again = true;
@@ -155,9 +140,8 @@ async function refresh() {
       try {
         render(await api("GET", "/replay/fleet"));
       } catch (error) {
-        $("groups").replaceChildren();
-        $("empty").hidden = false;
-        say(String(error.message), true);
+        showNoFleet();
+        if (error.status !== 404) say(String(error.message), true);
       }
     } while (again);
     fetching = null;
@@ -165,18 +149,9 @@ async function refresh() {
   return fetching;
 }
 
-function listen(fleet) {
-  const firstVm = new Map();
-  for (const vm of fleet.vms) if (!firstVm.has(vm.group)) firstVm.set(vm.group, vm.name);
-  for (const [group, name] of firstVm) {
-    if (sockets.has(group)) continue;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const auth = TOKEN ? `?token=${enc(TOKEN)}` : "";
-    const socket = new WebSocket(`${scheme}://${location.host}/vm/${enc(name)}/stream${auth}`);
-    socket.addEventListener("message", () => refresh());
-    socket.addEventListener("close", () => sockets.delete(group));
-    sockets.set(group, socket);
-  }
+function pushed(message) {
+  if (message.fleet === null) showNoFleet();
+  else refresh(); // the message says what changed; the status has every VM's counts too
 }
 
 async function act(done, call) {
@@ -192,8 +167,9 @@ async function act(done, call) {
 $("pause").addEventListener("click", () => act("paused", () => api("POST", "/replay/fleet/pause")));
 $("resume").addEventListener("click", () => act("resumed", () => api("POST", "/replay/fleet/resume")));
 $("step").addEventListener("click", () => act("stepped", () => api("POST", "/replay/fleet/step")));
-$("set-speed").addEventListener("click", () =>
-  act(`speed ${$("speed").value}`, () => api("POST", "/replay/fleet/speed", { speed: $("speed").value })),
-);
+$("speed-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(`speed ${$("speed").value}`, () => api("POST", "/replay/fleet/speed", { speed: $("speed").value }));
+});
 
-refresh();
+connect(socketUrl("/fleet/stream"), { onMessage: pushed, onReconnect: refresh });
