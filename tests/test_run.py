@@ -322,6 +322,22 @@ def test_ctrl_c_stops_the_command_and_still_writes_the_report(
     assert "was stopped by Ctrl-C" in stderr
 
 
+def test_run_goes_without_numpy_and_pyarrow_compute(namespaces: None) -> None:
+    """Neither serves CMD, and both would delay it (benchmarks/run_latency.py --part start):
+    pyarrow imports numpy wherever it is installed, and a cast would import pyarrow.compute."""
+    args = ["run", "--traces-dir", str(SHIPPED), "--trace", "terminate", "--port", "0"]
+    code = (
+        "import sys\nfrom replay.cli import app\n"
+        f"try:\n    app({[*args, '--', 'true']!r}, prog_name='imds-replay')\n"
+        "except SystemExit as exc:\n    print(exc.code)\n"
+        "print(sorted(m for m in ('numpy', 'pyarrow.compute', 'pandas') if sys.modules.get(m)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=40, env=ENV
+    )
+    assert proc.stdout.splitlines() == ["0", "[]"], proc.stderr
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 
