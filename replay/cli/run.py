@@ -10,7 +10,26 @@ import orjson
 import typer
 from rich.table import Table
 
-from replay.cli.common import TracesDir, app, err, options_from_env, resolve_dir, user_errors
+from replay.cli.common import (
+    ApprovalDelay,
+    Faults,
+    FaultSeed,
+    LogLevel,
+    Loop,
+    RateLimit,
+    RecordedApprovals,
+    Resources,
+    Speed,
+    TraceName,
+    TracesDir,
+    WarmUp,
+    app,
+    err,
+    options_from_env,
+    resolve_dir,
+    user_errors,
+    vm_names,
+)
 from replay.errors import ReplayError
 from replay.playback.anchor import Start
 
@@ -25,35 +44,25 @@ if TYPE_CHECKING:
 @user_errors
 @options_from_env
 def run(
-    trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
+    trace: TraceName,
     command: Annotated[
         list[str] | None,
         typer.Argument(
             help="The handler and its arguments, after --", show_default=False, metavar="CMD"
         ),
     ] = None,
-    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
-    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
-    resources: Annotated[
-        str | None, typer.Option(help="Comma-separated VM names to put in every event")
-    ] = None,
+    speed: Speed = "1",
+    loop: Loop = False,
+    resources: Resources = None,
     start: Annotated[
         Start, typer.Option(help="Start the replay clock at CMD's first IMDS request, or now")
     ] = Start.first_request,
-    approval_delay: Annotated[
-        float, typer.Option(help="Trace seconds between an approval and the event's start")
-    ] = 0.0,
-    recorded_approvals: Annotated[
-        bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
-    ] = False,
-    rate_limit: Annotated[
-        int | None, typer.Option(help="IMDS requests per second; more get 429")
-    ] = None,
-    warm_up: Annotated[float, typer.Option(help="Wall seconds answered slowly at first")] = 0.0,
-    faults: Annotated[
-        Path | None, typer.Option(help="JSON playbook of failures in trace-time windows")
-    ] = None,
-    fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
+    approval_delay: ApprovalDelay = 0.0,
+    recorded_approvals: RecordedApprovals = False,
+    rate_limit: RateLimit = None,
+    warm_up: WarmUp = 0.0,
+    faults: Faults = None,
+    fault_seed: FaultSeed = 0,
     port: Annotated[
         int, typer.Option(help="TCP port of the page and control API on 127.0.0.1 (0: any)")
     ] = 8080,
@@ -72,7 +81,7 @@ def run(
     grace: Annotated[
         float, typer.Option(help="Stop CMD this many wall seconds after the replay ends")
     ] = 5.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
+    log_level: LogLevel = "warning",
     traces_dir: TracesDir = None,
 ) -> None:
     """Run CMD where http://169.254.169.254 is the replay, then report what it did.
@@ -113,12 +122,11 @@ def run(
         from replay.testing.run import Ending, ReplaySpec
 
         t = load_trace(resolve_dir(traces_dir), trace)
-        names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
         spec = ReplaySpec(
             t.name,
             speed=factor,
             loop=loop,
-            resources=names,
+            resources=vm_names(resources),
             start=start,
             approval_delay_s=approval_delay,
             recorded_approvals=recorded_approvals,
