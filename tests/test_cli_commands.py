@@ -13,6 +13,7 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from replay.cli import app as cli_app
+from replay.cli.common import Speed
 from replay.playback.anchor import Start, State
 from replay.server.keys import ALLOWED_HOSTS, REGISTRY
 
@@ -152,6 +153,17 @@ def test_serve_options_come_from_the_environment_and_flags_win(
     assert session.speed == 5  # the flag wins over IMDS_REPLAY_SPEED
     assert session.looping and session.options.approval_delay_s == 12
     assert session.state is State.virtual
+
+
+def test_shared_options_take_the_environment_only_where_a_command_asks() -> None:
+    """serve, run and push share --speed's definition; push does not read IMDS_REPLAY_*."""
+    helps = {
+        command: CliRunner().invoke(cli_app, [command, "--help"], env={"COLUMNS": "200"}).output
+        for command in ("serve", "run", "push")
+    }
+    assert ["IMDS_REPLAY_SPEED" in helps[c] for c in helps] == [True, True, False]
+    assert all("60, 60x, dev (= 60) or 200% (= 2)" in h for h in helps.values())
+    assert Speed.__metadata__[0].envvar is None
 
 
 @pytest.mark.parametrize("command", ["serve", "run", "capture"])

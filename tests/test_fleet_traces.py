@@ -20,8 +20,9 @@ from replay.playback.anchor import Start
 from replay.playback.fleet import FleetOptions
 from replay.playback.fleet_host import FleetHost
 from replay.playback.registry import SessionRegistry
-from replay.recording.fleet_traces import ingest_fleet, load_fleet_trace, resolve_trace
+from replay.recording.fleet_traces import ingest_fleet
 from replay.server.app import make_app
+from replay.store.fleet import load_fleet_trace, resolve_trace
 
 T0 = datetime(2025, 9, 2, 8, 0, tzinfo=UTC)
 URL = "/metadata/scheduledevents?api-version=2020-07-01"

@@ -6,6 +6,7 @@ tests that need them skip with the reason; with CI=true that is a failure instea
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -322,6 +323,22 @@ def test_ctrl_c_stops_the_command_and_still_writes_the_report(
     assert "was stopped by Ctrl-C" in stderr
 
 
+def test_run_goes_without_numpy_and_pyarrow_compute(namespaces: None) -> None:
+    """Neither serves CMD, and both would delay it (benchmarks/run_latency.py --part start):
+    pyarrow imports numpy wherever it is installed, and a cast would import pyarrow.compute."""
+    args = ["run", "--traces-dir", str(SHIPPED), "--trace", "terminate", "--port", "0"]
+    code = (
+        "import sys\nfrom replay.cli import app\n"
+        f"try:\n    app({[*args, '--', 'true']!r}, prog_name='imds-replay')\n"
+        "except SystemExit as exc:\n    print(exc.code)\n"
+        "print(sorted(m for m in ('numpy', 'pyarrow.compute', 'pandas') if sys.modules.get(m)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=40, env=ENV
+    )
+    assert proc.stdout.splitlines() == ["0", "[]"], proc.stderr
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 
@@ -365,6 +382,21 @@ def test_a_busy_port_or_a_missing_trace_is_one_line_and_exit_2() -> None:
             assert proc.returncode == 2
             (line,) = proc.stderr.splitlines()  # and nothing from the namespace's helper
             assert line.startswith("error: ") and message in line
+
+
+def test_a_run_that_fails_at_start_up_leaves_the_collector_as_it_was() -> None:
+    """run pauses the garbage collector while it starts; a caller in the same process (a
+    test) gets it back as it was, whatever happened."""
+    args = ["run", "--trace", "terminat", "--traces-dir", str(SHIPPED), "--", "true"]
+    was = gc.isenabled()
+    try:
+        for collecting in (True, False):
+            gc.enable() if collecting else gc.disable()
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2 and "trace 'terminat' not found" in result.output
+            assert gc.isenabled() is collecting
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,27 @@ def test_typed_columns_describe_each_event(tmp_path: Path) -> None:
     assert rows[1]["duration_s"] == 5
 
 
+def test_a_file_with_other_column_types_reads_as_the_same_trace(tmp_path: Path) -> None:
+    """Another writer (pandas, duckdb) may store whole seconds as integers, int64 for int32
+    and large_string for string: the trace reads with the schema's types all the same."""
+    trace = simple_trace("other")
+    table = to_table(trace)
+    other = {pa.float64(): pa.int64(), pa.int32(): pa.int64(), pa.string(): pa.large_string()}
+    schema = pa.schema(
+        [f.with_type(other.get(f.type, f.type)) for f in table.schema],
+        metadata=table.schema.metadata,
+    )
+    path = tmp_path / "scenario=host-maintenance" / "other.parquet"
+    path.parent.mkdir()
+    pq.write_table(table.cast(schema), path)
+    assert pq.read_schema(path).field("offset_s").type == pa.int64()
+    back = read_trace(path)
+    assert [type(s.offset_s) for s in back.snapshots] == [float] * len(trace.snapshots)
+    assert [(s.offset_s, s.document) for s in back.snapshots] == [
+        (s.offset_s, s.document) for s in trace.snapshots
+    ]
+
+
 def test_newer_format_version_gets_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "scenario=x" / "new.parquet"
     path.parent.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -46,6 +47,47 @@ TracesDir = Annotated[
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", help="table for people, json for scripts")]
 
+# The options of the commands that replay (serve, run, push), defined once; each command gives
+# its own default.
+TraceName = Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")]
+Speed = Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")]
+Loop = Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")]
+Resources = Annotated[
+    str | None, typer.Option(help="Comma-separated VM names to put in every event")
+]
+ApprovalDelay = Annotated[
+    float, typer.Option(help="Trace seconds between an approval and the event's start")
+]
+RecordedApprovals = Annotated[
+    bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
+]
+RateLimit = Annotated[
+    int | None,
+    typer.Option(
+        help="IMDS requests per second per client address (per VM of a fleet); more get 429"
+    ),
+]
+WarmUp = Annotated[
+    float,
+    typer.Option(help="Wall seconds at a session's (or each fleet VM's) start answered slowly"),
+]
+Faults = Annotated[
+    Path | None,
+    typer.Option(
+        help="JSON playbook of failures in trace-time windows (a fleet VM draws on its own, "
+        "unless the fleet file gives it a playbook)"
+    ),
+]
+FaultSeed = Annotated[int, typer.Option(help="Seed for the playbook's probabilities")]
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning")]
+
+
+def vm_names(resources: str | None) -> tuple[str, ...] | None:
+    """--resources as names (None: the trace's own)."""
+    if not resources:
+        return None
+    return tuple(r.strip() for r in resources.split(",") if r.strip())
+
 
 def env_var(option: str) -> str:
     """IMDS_REPLAY_<OPTION>: where an option's value may also come from (a flag wins), for
@@ -61,11 +103,24 @@ def options_from_env(fn: Callable[P, R]) -> Callable[P, R]:
     """
     hints = get_type_hints(fn, include_extras=True)  # evaluated once, and kept as evaluated
     for name, annotation in hints.items():
-        for info in getattr(annotation, "__metadata__", ()):
-            if isinstance(info, OptionInfo) and info.envvar is None and name != "traces_dir":
-                info.envvar = env_var(name)
+        metadata = getattr(annotation, "__metadata__", ())
+        if name == "traces_dir" or not any(_takes_env(info) for info in metadata):
+            continue
+        # A copy with the variable: the shared definitions above serve other commands too.
+        own = [_with_envvar(info, env_var(name)) if _takes_env(info) else info for info in metadata]
+        hints[name] = Annotated[(annotation.__origin__, *own)]
     fn.__annotations__ = hints
     return fn
+
+
+def _takes_env(info: object) -> bool:
+    return isinstance(info, OptionInfo) and info.envvar is None
+
+
+def _with_envvar(info: OptionInfo, name: str) -> OptionInfo:
+    own = copy.copy(info)
+    own.envvar = name
+    return own
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -34,7 +34,7 @@ def fleet_host_for(
     do not apply to a fleet (an error)."""
     from replay.core.fleet import plan_fleet, read_fleet
     from replay.errors import ReplayError
-    from replay.recording.fleet_traces import resolve_trace
+    from replay.store.fleet import resolve_trace
 
     if not_for_fleets:
         raise ReplayError(

@@ -10,7 +10,26 @@ import orjson
 import typer
 from rich.table import Table
 
-from replay.cli.common import TracesDir, app, err, options_from_env, resolve_dir, user_errors
+from replay.cli.common import (
+    ApprovalDelay,
+    Faults,
+    FaultSeed,
+    LogLevel,
+    Loop,
+    RateLimit,
+    RecordedApprovals,
+    Resources,
+    Speed,
+    TraceName,
+    TracesDir,
+    WarmUp,
+    app,
+    err,
+    options_from_env,
+    resolve_dir,
+    user_errors,
+    vm_names,
+)
 from replay.errors import ReplayError
 from replay.playback.anchor import Start
 
@@ -25,35 +44,25 @@ if TYPE_CHECKING:
 @user_errors
 @options_from_env
 def run(
-    trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
+    trace: TraceName,
     command: Annotated[
         list[str] | None,
         typer.Argument(
             help="The handler and its arguments, after --", show_default=False, metavar="CMD"
         ),
     ] = None,
-    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
-    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
-    resources: Annotated[
-        str | None, typer.Option(help="Comma-separated VM names to put in every event")
-    ] = None,
+    speed: Speed = "1",
+    loop: Loop = False,
+    resources: Resources = None,
     start: Annotated[
         Start, typer.Option(help="Start the replay clock at CMD's first IMDS request, or now")
     ] = Start.first_request,
-    approval_delay: Annotated[
-        float, typer.Option(help="Trace seconds between an approval and the event's start")
-    ] = 0.0,
-    recorded_approvals: Annotated[
-        bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
-    ] = False,
-    rate_limit: Annotated[
-        int | None, typer.Option(help="IMDS requests per second; more get 429")
-    ] = None,
-    warm_up: Annotated[float, typer.Option(help="Wall seconds answered slowly at first")] = 0.0,
-    faults: Annotated[
-        Path | None, typer.Option(help="JSON playbook of failures in trace-time windows")
-    ] = None,
-    fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
+    approval_delay: ApprovalDelay = 0.0,
+    recorded_approvals: RecordedApprovals = False,
+    rate_limit: RateLimit = None,
+    warm_up: WarmUp = 0.0,
+    faults: Faults = None,
+    fault_seed: FaultSeed = 0,
     port: Annotated[
         int, typer.Option(help="TCP port of the page and control API on 127.0.0.1 (0: any)")
     ] = 8080,
@@ -72,7 +81,7 @@ def run(
     grace: Annotated[
         float, typer.Option(help="Stop CMD this many wall seconds after the replay ends")
     ] = 5.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
+    log_level: LogLevel = "warning",
     traces_dir: TracesDir = None,
 ) -> None:
     """Run CMD where http://169.254.169.254 is the replay, then report what it did.
@@ -85,7 +94,9 @@ def run(
 
     Example: imds-replay run --trace live-migration --speed 60 --expect approve -- python handler.py
     """
+    _keep_numpy_out()
     import asyncio
+    import gc
     import logging
 
     from replay.core.faults import FaultPlan, load_playbook
@@ -107,17 +118,20 @@ def run(
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
     # The namespace's helper starts first: its start-up overlaps the imports and the trace's.
     sandbox = Sandbox.spawn(command)
+    # Start-up allocates much and frees little: the collector would spend 0.05 s of CPU
+    # scanning it before CMD may start. It resumes once the server is up (_serve_and_run).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         from replay.store.dataset import load_trace
         from replay.testing.run import Ending, ReplaySpec
 
         t = load_trace(resolve_dir(traces_dir), trace)
-        names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
         spec = ReplaySpec(
             t.name,
             speed=factor,
             loop=loop,
-            resources=names,
+            resources=vm_names(resources),
             start=start,
             approval_delay_s=approval_delay,
             recorded_approvals=recorded_approvals,
@@ -134,9 +148,12 @@ def run(
                 rate_limit=rate_limit,
                 warm_up_s=warm_up,
                 traces_dir=resolve_dir(traces_dir),
+                collect=collecting,
             )
         )
     finally:
+        if collecting:
+            gc.enable()
         sandbox.abandon()  # when it never ran (a missing trace, a busy port)
     print_report(result)
     if report is not None:
@@ -145,6 +162,14 @@ def run(
         except OSError as exc:
             raise ReplayError(f"cannot write the report to {report}: {exc.strerror}") from None
     raise typer.Exit(result.run_status)
+
+
+def _keep_numpy_out() -> None:
+    """pyarrow imports numpy whenever it is installed (the analysis extra installs it): 0.1 s
+    and more of CPU before CMD may start. Nothing in run's process uses numpy, and the base
+    install has none, so run's process goes without it, as there (an import of it fails)."""
+    if "numpy" not in sys.modules:
+        sys.modules["numpy"] = None  # type: ignore[assignment]
 
 
 async def _serve_and_run(
@@ -158,9 +183,14 @@ async def _serve_and_run(
     rate_limit: int | None,
     warm_up_s: float,
     traces_dir: Path,
+    collect: bool,
 ) -> RunReport:
-    """The server on 127.0.0.1:port for people, the namespace's socket for CMD, the run."""
+    """The server on 127.0.0.1:port for people, the namespace's socket for CMD, the run.
+
+    collect: whether the garbage collector runs once start-up is over.
+    """
     import asyncio
+    import gc
     import signal
 
     from aiohttp import web
@@ -191,6 +221,11 @@ async def _serve_and_run(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, interrupted.set)
+        # Start-up is over (run paused the collector for it): what it made lasts as long as the
+        # run, so it goes out of the collector's sight, as in serve, and collecting resumes.
+        gc.freeze()
+        if collect:
+            gc.enable()
 
         def started() -> None:
             err.print(

@@ -9,13 +9,25 @@ from typing import Annotated
 import typer
 
 from replay.cli.common import (
+    ApprovalDelay,
+    Faults,
+    FaultSeed,
+    LogLevel,
+    Loop,
+    RateLimit,
+    RecordedApprovals,
+    Resources,
+    Speed,
+    TraceName,
     TracesDir,
+    WarmUp,
     app,
     err,
     options_from_env,
     out,
     resolve_dir,
     user_errors,
+    vm_names,
 )
 from replay.core.imds import LATEST_VERSION
 from replay.errors import ReplayError
@@ -38,13 +50,11 @@ def serve(
         Path | None,
         typer.Option(help="Fleet file (TOML): many VMs, each known by its client address"),
     ] = None,
-    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
+    speed: Speed = "1",
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
-    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
-    resources: Annotated[
-        str | None, typer.Option(help="Comma-separated VM names to put in every event")
-    ] = None,
+    loop: Loop = False,
+    resources: Resources = None,
     start: Annotated[
         Start,
         typer.Option(
@@ -52,28 +62,12 @@ def serve(
             "time moves only by the control API)"
         ),
     ] = Start.first_request,
-    approval_delay: Annotated[
-        float, typer.Option(help="Trace seconds between an approval and the event's start")
-    ] = 0.0,
-    recorded_approvals: Annotated[
-        bool, typer.Option("--recorded-approvals", help="Play the capture's own approvals")
-    ] = False,
-    rate_limit: Annotated[
-        int | None,
-        typer.Option(help="IMDS requests per second per client (per VM of a fleet); more get 429"),
-    ] = None,
-    warm_up: Annotated[
-        float,
-        typer.Option(help="Wall seconds at a session's (or each fleet VM's) start answered slowly"),
-    ] = 0.0,
-    faults: Annotated[
-        Path | None,
-        typer.Option(
-            help="JSON playbook of failures in trace-time windows (with --fleet: each VM's own "
-            "draws, unless the fleet file gives it a playbook)"
-        ),
-    ] = None,
-    fault_seed: Annotated[int, typer.Option(help="Seed for the playbook's probabilities")] = 0,
+    approval_delay: ApprovalDelay = 0.0,
+    recorded_approvals: RecordedApprovals = False,
+    rate_limit: RateLimit = None,
+    warm_up: WarmUp = 0.0,
+    faults: Faults = None,
+    fault_seed: FaultSeed = 0,
     token: Annotated[
         str | None,
         typer.Option(
@@ -84,7 +78,7 @@ def serve(
         list[str] | None,
         typer.Option(help="A host name the control API and page answer to (repeatable)"),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_level: LogLevel = "info",
     link_local: Annotated[
         bool,
         typer.Option(
@@ -139,7 +133,7 @@ def serve(
         directory, clock, rate_limit=None if fleet else rate_limit, warm_up_s=warm_up, token=token
     )
     factor = parse_speed(speed)
-    names = tuple(r.strip() for r in resources.split(",") if r.strip()) if resources else None
+    names = vm_names(resources)
     fleet_host = None
     if fleet is not None:
         from replay.cli.fleet import fleet_host_for
@@ -243,10 +237,10 @@ def serve(
 @app.command()
 @user_errors
 def push(
-    trace: Annotated[str, typer.Option("--trace", help="Trace name or .parquet path")],
+    trace: TraceName,
     to: Annotated[str, typer.Option("--to", help="ws(s):// server or http(s):// webhook URL")],
-    speed: Annotated[str, typer.Option(help="60, 60x, dev (= 60) or 200% (= 2)")] = "1",
-    loop: Annotated[bool, typer.Option("--loop", help="Replay forever, fresh EventIds")] = False,
+    speed: Speed = "1",
+    loop: Loop = False,
     attempts: Annotated[int, typer.Option(help="Webhook tries per document")] = 5,
     traces_dir: TracesDir = None,
 ) -> None:

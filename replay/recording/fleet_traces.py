@@ -5,7 +5,8 @@ each, the one episode that shares an EventId with another VM's is kept; the epis
 one time axis (offset 0 at the earliest episode's start, each VM's first, empty document
 stretched back to it), keeping every VM's own documents, incarnations and approvals. They are
 written as one bundle, `<name>.parquet`, holding a trace `<name>.<vm>` per VM whose source says
-{"fleet": name, "vm": vm}. A fleet file replays it by naming it as a group's trace.
+{"fleet": name, "vm": vm}. A fleet file replays it by naming it as a group's trace; reading it
+back is replay.store.fleet's.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from pathlib import Path
 
 from replay.core.fleet import VM_NAME_RE, FleetTrace
 from replay.core.timeline import Approval, Snapshot, Trace, validate
-from replay.errors import ReplayError, TraceNotFoundError
+from replay.errors import ReplayError
 from replay.recording.episodes import ParsedCapture
 from replay.recording.ingest import capture_traces
 from replay.recording.parse import parse_capture
-from replay.store.dataset import NAME_RE, check_name, load_trace, write_bundle
-from replay.store.files import read_entries
-from replay.store.schema import BadFile
+from replay.store.dataset import check_name, write_bundle
 
 
 def vm_of(parsed: ParsedCapture) -> str:
@@ -109,31 +108,3 @@ def ingest_fleet(
     """Parse capture files of several VMs and write their fleet trace; returns it and its file."""
     fleet = fleet_of_captures([parse_capture(p) for p in paths], name, scenario=scenario)
     return fleet, write_bundle(list(fleet.timelines.values()), traces_dir, name)
-
-
-def load_fleet_trace(traces_dir: Path, name: str) -> FleetTrace:
-    """A fleet trace by name, from its bundle; TraceNotFoundError when there is none."""
-    check_name(name, "fleet trace name")
-    for path in sorted(traces_dir.glob(f"scenario=*/{name}.parquet")):
-        entries = read_entries(path)
-        traces = [e for e in entries if isinstance(e, Trace)]
-        bad = [e for e in entries if isinstance(e, BadFile)]
-        if not traces or any(t.source.get("fleet") != name for t in traces):
-            continue
-        if bad:
-            raise ReplayError(f"fleet trace {name!r}: {bad[0].problem}")
-        return FleetTrace(name, {str(t.source["vm"]): t for t in traces})
-    raise TraceNotFoundError(name, [])
-
-
-def resolve_trace(traces_dir: Path, name_or_path: str) -> Trace | FleetTrace:
-    """A trace by name or path, else a fleet trace by name (what a fleet file's group names)."""
-    try:
-        return load_trace(traces_dir, name_or_path)
-    except TraceNotFoundError as missing:
-        if not NAME_RE.fullmatch(name_or_path):
-            raise  # a path: never a fleet trace
-        try:
-            return load_fleet_trace(traces_dir, name_or_path)
-        except TraceNotFoundError:
-            raise missing from None

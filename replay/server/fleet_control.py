@@ -19,11 +19,11 @@ from replay.errors import ReplayError, TraceNotFoundError
 from replay.playback.fleet import Fleet, FleetOptions
 from replay.playback.fleet_members import VmReplay
 from replay.playback.fleet_status import fleet_status, vm_detail
-from replay.recording.fleet_traces import load_fleet_trace
 from replay.server.control import options_from
 from replay.server.keys import FLEET, REGISTRY
 from replay.server.middlewares import ControlError, json_response
 from replay.server.verbs import body_of, documents_response, field, playbook_of, verb_routes
+from replay.store.fleet import load_fleet_trace
 
 routes = web.RouteTableDef()
 MAX_WARM_UP_S = 3600.0

@@ -72,7 +72,11 @@ def _read_table(path: Path) -> pa.Table:
     try:
         with pq.ParquetFile(path) as parquet:
             metadata = parquet.schema_arrow.metadata
-            table = parquet.read(columns=SCHEMA.names).cast(SCHEMA)
+            table = parquet.read(columns=SCHEMA.names)
+            # Files written here have the schema already; casting would import
+            # pyarrow.compute (tens of ms of `imds-replay run`'s start) to change nothing.
+            if not table.schema.equals(SCHEMA):
+                table = table.cast(SCHEMA)
     except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
         raise InvalidTraceError(f"{path}: cannot read Parquet: {exc}") from exc
     return table.replace_schema_metadata(metadata)
