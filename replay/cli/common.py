@@ -84,7 +84,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 def resolve_dir(traces_dir: Path | None) -> Path:
     """The --traces-dir given, else the default dataset."""
-    from replay.store.dataset import default_traces_dir
+    from replay.store.layout import default_traces_dir
 
     return traces_dir if traces_dir is not None else default_traces_dir()
 

@@ -44,7 +44,8 @@ def traces(
     """
     import gc
 
-    from replay.store.dataset import dataset_dirs, location_of, scan
+    from replay.store.dataset import scan
+    from replay.store.layout import dataset_dirs, location_of
 
     gc.disable()  # the listing makes no cycles; collecting would walk every row for nothing
     directory = resolve_dir(traces_dir)

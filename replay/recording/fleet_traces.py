@@ -21,9 +21,10 @@ from replay.errors import ReplayError, TraceNotFoundError
 from replay.recording.episodes import ParsedCapture
 from replay.recording.ingest import capture_traces
 from replay.recording.parse import parse_capture
-from replay.store.dataset import NAME_RE, check_name, load_trace, write_bundle
+from replay.store.dataset import load_trace, write_bundle
 from replay.store.files import read_entries
-from replay.store.schema import BadFile
+from replay.store.footer import BadFile
+from replay.store.layout import NAME_RE, check_name
 
 
 def vm_of(parsed: ParsedCapture) -> str:
