@@ -1,9 +1,11 @@
 """Listing from footers without pyarrow: the Parquet footer decoder reads what pyarrow writes,
-and fails clearly on broken files."""
+fails clearly on broken files, and `imds-replay traces` never imports pyarrow."""
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -380,6 +382,22 @@ def test_a_bundle_without_an_index_still_lists_from_its_provenance(tmp_path: Pat
     kept = {k: v for k, v in (table.schema.metadata or {}).items() if k != META_INDEX}
     pq.write_table(table.replace_schema_metadata(kept), path)
     assert [(i.name, i.bundle) for i in infos_of(path)] == [("u", True), ("v", True)]
+
+
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_traces_imports_no_pyarrow_numpy_pandas_or_aiohttp(traces_dir: Path, fmt: str) -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from replay.cli import app;"
+        f"r = CliRunner().invoke(app, ['traces', '--traces-dir', {str(traces_dir)!r},"
+        f" '--format', {fmt!r}]);"
+        "assert r.exit_code == 0, r.output; sys.stderr.write(r.stdout);"
+        "print(sorted(m for m in ('pyarrow', 'numpy', 'pandas', 'aiohttp') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "9 traces in" in out.stderr or fmt == "json"
+    if fmt == "json":
+        assert len(orjson.loads(out.stderr)) == 9
 
 
 def test_an_index_of_other_json_types_lists_the_same_entries(tmp_path: Path) -> None:
