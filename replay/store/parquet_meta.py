@@ -9,6 +9,7 @@ any version of the format (parquet-format's parquet.thrift; Thrift's compact pro
 
 Why not the `thrift` package: its protocol's generic skip decodes every binary field as UTF-8,
 and a Parquet footer's column statistics are raw bytes, so it fails on the first float column.
+The tests check this decoder against its encoder, and against footers pyarrow writes.
 """
 
 from __future__ import annotations
