@@ -22,9 +22,8 @@ import pyarrow.parquet as pq
 
 from replay.core.timeline import ORIGINS
 from replay.errors import InvalidTraceError, ReplayError
-from replay.store.dataset import scenario_of_file, trace_files
-from replay.store.files import infos_of
-from replay.store.schema import BadFile, check_footer
+from replay.store.footer import BadFile, check_footer, infos_of
+from replay.store.layout import scenario_of_file, trace_files
 
 PHASE_COLUMNS = (
     "trace",

@@ -31,8 +31,9 @@ from analysis import Stat
 from analysis.dataset import PHASE_COLUMNS, iter_batches, select_files
 from replay.core.timeline import Trace
 from replay.errors import ReplayError
-from replay.store.dataset import default_traces_dir
-from replay.store.schema import BadFile, to_table
+from replay.store.footer import BadFile
+from replay.store.layout import default_traces_dir
+from replay.store.schema import to_table
 
 PHASES = ("notice_s", "scheduled_s", "started_s", "total_s", "duration_s")
 """The phases `timings` summarises, in seconds."""

@@ -83,7 +83,7 @@ def serve(args: argparse.Namespace) -> None:
     from replay.playback.registry import DEFAULT, SessionRegistry
     from replay.playback.session import SessionOptions
     from replay.server.app import make_app
-    from replay.store.dataset import default_traces_dir
+    from replay.store.layout import default_traces_dir
 
     samples = array("d")
 

@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 
 from replay.core.reference import REFERENCE_STARTED_AT, reference_table
 from replay.core.timeline import format_rfc1123
-from replay.store.schema import FORMAT_VERSION, META_TRACES, META_VERSION, SCHEMA
+from replay.store.footer import FORMAT_VERSION, META_TRACES, META_VERSION
+from replay.store.schema import SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,7 +35,7 @@ _API = {
     "reference_trace": "replay.core.reference",
     "LATEST_VERSION": "replay.core.imds",
     "parse_speed": "replay.core.speed",
-    "default_traces_dir": "replay.store.dataset",
+    "default_traces_dir": "replay.store.layout",
     "load_trace": "replay.store.dataset",
     "scan": "replay.store.dataset",
     "write_trace": "replay.store.dataset",
@@ -106,6 +106,7 @@ if TYPE_CHECKING:
     from replay.playback.registry import SessionRegistry
     from replay.playback.session import Session, SessionOptions
     from replay.server.app import make_app
-    from replay.store.dataset import default_traces_dir, load_trace, scan, write_trace
+    from replay.store.dataset import load_trace, scan, write_trace
     from replay.store.files import read_trace
+    from replay.store.layout import default_traces_dir
     from replay.testing.client import ReplayClient

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replay.cli import app
+from replay.cli.common import plain_table
 from replay.core.speed import parse_speed
 from replay.errors import SpeedError
 
@@ -120,3 +121,17 @@ def test_serving_a_trace_does_not_import_pandas(traces_dir: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_plain_table_aligns_each_column_to_its_widest_cell() -> None:
+    text = plain_table(
+        ["name", "n", "x", "duration_s", "note"],  # text, integers, mixed, seconds, last
+        [("a", 5, 1.5, "700", None), ("long-name", -120, "y", "5", "x"), ("b", 7, None, None, "")],
+    )
+    assert text.splitlines() == [
+        "name       n     x    duration_s  note",
+        "a          5     1.5         700",
+        "long-name  -120  y             5  x",
+        "b          7",
+    ]
+    assert plain_table(["name", "x_s"], []) == "name  x_s"

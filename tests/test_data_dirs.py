@@ -11,22 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import replay.store.dataset as dataset
+import replay.store.layout as layout
 from replay.cli import app
 from replay.clock import FakeClock
 from replay.playback.registry import SessionRegistry
-from replay.store.dataset import (
-    checkout_traces_dir,
-    dataset_dirs,
-    default_traces_dir,
-    find_trace,
-    load_trace,
-    scan,
-    write_bundle,
-    write_trace,
-)
-from replay.store.files import infos_of
-from replay.store.schema import META_INDEX, bundle_table
+from replay.store.dataset import find_trace, load_trace, scan, write_bundle, write_trace
+from replay.store.footer import META_INDEX, infos_of
+from replay.store.layout import checkout_traces_dir, dataset_dirs, default_traces_dir
+from replay.store.schema import bundle_table
 from tests.helpers import simple_trace
 
 ROOT = Path(__file__).parent.parent
@@ -39,14 +31,14 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     in replay/_traces), and a user data dir under tmp_path; returns the data home."""
     package = tmp_path / "site-packages" / "replay"
     shutil.copytree(ROOT / "traces", package / "_traces")
-    monkeypatch.setattr(dataset, "_PACKAGE", package)
+    monkeypatch.setattr(layout, "_PACKAGE", package)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.delenv(dataset.TRACES_ENV, raising=False)
+    monkeypatch.delenv(layout.TRACES_ENV, raising=False)
     return tmp_path / "data"
 
 
 def test_in_a_checkout_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(dataset.TRACES_ENV, raising=False)
+    monkeypatch.delenv(layout.TRACES_ENV, raising=False)
     assert checkout_traces_dir() == ROOT / "traces"
     assert default_traces_dir() == ROOT / "traces"
     assert dataset_dirs(ROOT / "traces") == [ROOT / "traces"]
@@ -56,19 +48,19 @@ def test_installed_writes_go_to_the_user_data_dir(installed: Path) -> None:
     user = installed / "imds-replay" / "traces"
     assert checkout_traces_dir() is None
     assert default_traces_dir() == user
-    assert dataset_dirs(user) == [user, dataset.shipped_traces_dir()]
+    assert dataset_dirs(user) == [user, layout.shipped_traces_dir()]
     written = write_trace(simple_trace("mine"), default_traces_dir())
     assert written.is_relative_to(user)
-    names = {i.name: dataset.location_of(i.path) for i in scan(default_traces_dir())[0]}
+    names = {i.name: layout.location_of(i.path) for i in scan(default_traces_dir())[0]}
     assert names["mine"] == "user" and names["live-migration"] == "shipped"
-    assert find_trace(user, "live-migration").is_relative_to(dataset.shipped_traces_dir())
+    assert find_trace(user, "live-migration").is_relative_to(layout.shipped_traces_dir())
     assert load_trace(user, "mine").name == "mine"
 
 
 def test_the_environment_and_the_option_still_name_one_dataset(
     installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(dataset.TRACES_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(layout.TRACES_ENV, str(tmp_path / "elsewhere"))
     assert default_traces_dir() == tmp_path / "elsewhere"
     assert dataset_dirs(tmp_path / "elsewhere") == [tmp_path / "elsewhere"]
 
@@ -84,7 +76,7 @@ def test_traces_lists_both_with_their_location_and_where_prints_the_dirs(install
     assert orjson.loads(result.stdout) == [
         {"path": str(default_traces_dir()), "location": "user", "writes": True, "exists": True},
         {
-            "path": str(dataset.shipped_traces_dir()),
+            "path": str(layout.shipped_traces_dir()),
             "location": "shipped",
             "writes": False,
             "exists": True,

@@ -10,7 +10,8 @@ import pytest
 
 from replay.core.fleet import plan_fleet, read_fleet
 from replay.errors import ReplayError
-from replay.store.dataset import default_traces_dir, load_trace
+from replay.store.dataset import load_trace
+from replay.store.layout import default_traces_dir
 from replay.testing.client import ControlError
 from tests.conftest import ROOT
 

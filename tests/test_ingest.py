@@ -17,8 +17,9 @@ from replay.cli import app
 from replay.errors import ReplayError
 from replay.recording.ingest import ingest_file, scenario_of
 from replay.recording.parse import BadLineError, parse_capture
-from replay.store.dataset import check_name, load_trace, trace_files, write_trace
+from replay.store.dataset import load_trace, write_trace
 from replay.store.files import read_trace
+from replay.store.layout import check_name, trace_files
 from tests.helpers import event, trace_of
 
 DATA = Path(__file__).parent / "data" / "captures"

@@ -23,7 +23,8 @@ from replay.recording.ingest import capture_traces, ingest_file, parse_files
 from replay.recording.logs import LogOptions
 from replay.recording.parse import parse_capture
 from replay.recording.times import parse_tz, prefix_time, value_time
-from replay.store.dataset import load_trace, trace_files
+from replay.store.dataset import load_trace
+from replay.store.layout import trace_files
 from tests.helpers import event
 
 BASE = datetime(2025, 9, 1, 6, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from replay.core.reference import reference_table, reference_trace
-from replay.store.dataset import trace_files
 from replay.store.files import read_trace
+from replay.store.layout import trace_files
 from tests.conftest import ROOT, SHIPPED
 
 FILES = trace_files(SHIPPED)

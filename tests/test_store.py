@@ -21,19 +21,13 @@ from replay.store.dataset import (
     iter_traces,
     load_trace,
     scan,
-    trace_files,
     write_bundle,
     write_trace,
 )
-from replay.store.files import info_of, read_file, read_trace
-from replay.store.schema import (
-    META_TRACE,
-    META_TRACES,
-    META_VERSION,
-    SCHEMA,
-    bundle_table,
-    to_table,
-)
+from replay.store.files import read_file, read_trace
+from replay.store.footer import META_TRACE, META_TRACES, META_VERSION, info_of
+from replay.store.layout import trace_files
+from replay.store.schema import SCHEMA, bundle_table, to_table
 from tests.helpers import T0, simple_trace
 from tests.strategies import traces
 

@@ -35,7 +35,7 @@ from replay.core.reference import reference_table
 from replay.core.timeline import Approval, Snapshot, Trace
 from replay.errors import InvalidTraceError, ReplayError
 from replay.store.dataset import write_bundle, write_trace
-from replay.store.schema import BadFile
+from replay.store.footer import BadFile
 from tests import strategies
 from tests.helpers import T0, event, trace_of
 

@@ -44,7 +44,7 @@ def traces(
     """
     import gc
 
-    from replay.store.dataset import dataset_dirs, location_of, scan
+    from replay.store.layout import dataset_dirs, location_of
 
     gc.disable()  # the listing makes no cycles; collecting would walk every row for nothing
     directory = resolve_dir(traces_dir)
@@ -66,10 +66,18 @@ def traces(
             missing = "" if d["exists"] else ", not created yet"
             out.print(f"{d['location']:8} {d['path']}  ({role}{missing})", highlight=False)
         return
-    good, bad = scan(directory, validate_all=check)
+    if check:
+        from replay.store.dataset import scan  # pyarrow: only --check reads whole files
+
+        good, bad = scan(directory)
+    else:
+        from replay.store.footer import list_traces
+
+        good, bad = list_traces(directory)
     for b in bad:
         err.print(f"warning: skipped {b.problem}", markup=False, highlight=False)
     placed = {p: (location_of(p), str(p)) for p in {t.path for t in good}}
+    located = [placed[t.path] for t in good]  # (location, path): a bundle's thousands share one
     if format is Format.json:
         print_json(
             [
@@ -80,10 +88,10 @@ def traces(
                     "events": t.events,
                     "documents": t.documents,
                     "duration_s": t.duration_s,
-                    "location": placed[t.path][0],
-                    "path": placed[t.path][1],
+                    "location": location,
+                    "path": path,
                 }
-                for t in good
+                for t, (location, path) in zip(good, located, strict=True)
             ]
         )
         return
@@ -91,16 +99,8 @@ def traces(
         f"{len(good)} traces in {', '.join(str(d) for d in dataset_dirs(directory))}",
         ["name", "scenario", "origin", "location", "events", "documents", "duration_s"],
         [
-            (
-                t.name,
-                t.scenario,
-                t.origin,
-                placed[t.path][0],
-                t.events,
-                t.documents,
-                f"{t.duration_s:g}",
-            )
-            for t in good
+            (t.name, t.scenario, t.origin, location, t.events, t.documents, f"{t.duration_s:g}")
+            for t, (location, _) in zip(good, located, strict=True)
         ],
     )
 

@@ -4,7 +4,7 @@ play; `ingest-fleet` builds a fleet trace from captures of several VMs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,12 +19,13 @@ from replay.cli.common import (
     resolve_dir,
     user_errors,
 )
-from replay.clock import Clock
-from replay.core.fleet import CapturedGroup, FleetTrace
-from replay.core.timeline import Trace
-from replay.playback.anchor import Start
-from replay.playback.fleet import FleetOptions
-from replay.playback.fleet_host import FleetHost
+
+if TYPE_CHECKING:  # the fleet and playback modules load only when `serve --fleet` runs
+    from replay.clock import Clock
+    from replay.core.fleet import FleetTrace
+    from replay.core.timeline import Trace
+    from replay.playback.fleet import FleetOptions
+    from replay.playback.fleet_host import FleetHost
 
 
 def fleet_host_for(
@@ -32,8 +33,10 @@ def fleet_host_for(
 ) -> FleetHost:
     """Load a fleet file for `serve`; print what it plays. not_for_fleets: options given that
     do not apply to a fleet (an error)."""
-    from replay.core.fleet import plan_fleet, read_fleet
+    from replay.core.fleet import CapturedGroup, plan_fleet, read_fleet
     from replay.errors import ReplayError
+    from replay.playback.anchor import Start
+    from replay.playback.fleet_host import FleetHost
     from replay.store.fleet import resolve_trace
 
     if not_for_fleets:

@@ -210,7 +210,7 @@ def ingest(
     from replay.recording.logs import LogOptions
     from replay.recording.sources import STDIN, input_size
     from replay.recording.times import parse_tz
-    from replay.store.dataset import check_name
+    from replay.store.layout import check_name
 
     if sum(1 for f in files if str(f) == STDIN) > 1:
         raise ReplayError("- (standard input) can be given once")

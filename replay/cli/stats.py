@@ -90,7 +90,7 @@ def timings(
     need_analysis("timings")
     from analysis.timings import PHASES as phases
     from analysis.timings import load_events, scenario_stats, stat_key, to_records
-    from replay.store.schema import BadFile
+    from replay.store.footer import BadFile
 
     directory = resolve_dir(traces_dir)
     stats = list(dict.fromkeys(s.value for s in stat or [Stat.median]))

@@ -15,7 +15,8 @@ from replay.errors import ReplayError, TraceNotFoundError
 from replay.playback.rounds import ScheduleCache
 from replay.playback.session import IDLE_TRACE, Session, SessionOptions
 from replay.playback.ticker import Pushed
-from replay.store.dataset import check_name, load_trace, scan
+from replay.store.dataset import load_trace, scan
+from replay.store.layout import check_name
 
 DEFAULT = "default"
 SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

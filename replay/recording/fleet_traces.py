@@ -22,7 +22,8 @@ from replay.errors import ReplayError
 from replay.recording.episodes import ParsedCapture
 from replay.recording.ingest import capture_traces
 from replay.recording.parse import parse_capture
-from replay.store.dataset import check_name, write_bundle
+from replay.store.dataset import write_bundle
+from replay.store.layout import check_name
 
 
 def vm_of(parsed: ParsedCapture) -> str:

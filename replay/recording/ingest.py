@@ -23,8 +23,9 @@ from replay.recording.episodes import BadLineError, Episode, ParsedCapture
 from replay.recording.logs import LogOptions
 from replay.recording.parse import parse_capture, parse_in_worker, start_worker
 from replay.recording.sources import STDIN
-from replay.store.dataset import check_name, episode_files, trace_path, write_trace
+from replay.store.dataset import write_trace
 from replay.store.files import read_trace
+from replay.store.layout import check_name, episode_files, trace_path
 
 # -- episodes -> traces ---------------------------------------------------------------------
 

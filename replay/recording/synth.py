@@ -36,8 +36,9 @@ from typing import Any
 from replay.core.reference import LEAD_IN_S, REFERENCE_RESOURCES, event_id_for, reference_table
 from replay.core.timeline import Lifecycle, Snapshot, Trace, format_rfc1123
 from replay.errors import ReplayError
-from replay.store.dataset import check_name, scan
+from replay.store.dataset import scan
 from replay.store.files import read_file
+from replay.store.layout import check_name
 
 SYNTH_STARTED_AT = datetime(2025, 8, 1, tzinfo=UTC)
 """Wall time of offset 0 of synthetic trace 0; trace i starts TRACE_SPACING_S * i later."""

@@ -12,8 +12,9 @@ from pathlib import Path
 from replay.cpus import usable_cpus
 from replay.errors import ReplayError
 from replay.recording.synth import Plan, SynthOptions, bundle_name, synth_traces
-from replay.store.dataset import scan, scenario_files, write_bundle
-from replay.store.files import infos_of
+from replay.store.dataset import scan, write_bundle
+from replay.store.footer import infos_of
+from replay.store.layout import scenario_files
 
 
 @dataclass(frozen=True, slots=True)

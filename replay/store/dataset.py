@@ -1,129 +1,32 @@
-"""The dataset: where traces live, their names, writing them in place, listing and finding them.
+"""The dataset: writing traces in place, scanning and finding them, reading them whole.
 
-Layout: `<traces_dir>/scenario=<scenario>/<name>.parquet` (hive-partitioned by scenario). Only
-this module knows it; ingest, synth and analysis ask it. Trace names are unique in the dataset.
-
-Where: `--traces-dir` or `$IMDS_REPLAY_TRACES` when given; else in a checkout its `traces/`;
-else (installed from a wheel) the user's data directory, which writes go to, read together with
-the reference traces shipped inside the package (never written to).
+Where the files sit and how they are named is `layout`'s; a listing from footers alone is
+`footer`'s.
 """
 
 from __future__ import annotations
 
-import gc
 import os
-import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
-import platformdirs
 import pyarrow.parquet as pq
 
 from replay.core.timeline import Trace, validate
 from replay.errors import InvalidTraceError, ReplayError, TraceNotFoundError
-from replay.store.files import (
+from replay.store.files import read_entries, read_trace, write_atomic
+from replay.store.footer import (
+    BadFile,
+    TraceInfo,
+    collate,
     infos_of,
     is_bundle,
+    list_traces,
     peek,
-    read_entries,
-    read_trace,
-    write_atomic,
 )
-from replay.store.schema import SCHEMA, BadFile, TraceInfo, bundle_table, to_table
-
-TRACES_ENV = "IMDS_REPLAY_TRACES"
-
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-APP_NAME = "imds-replay"
-_PACKAGE = Path(__file__).resolve().parent.parent  # replay/
-
-
-def checkout_traces_dir() -> Path | None:
-    """The traces/ of the checkout this package runs from, or None when installed."""
-    checkout = _PACKAGE.parent / "traces"
-    if (_PACKAGE.parent / "pyproject.toml").exists() and checkout.is_dir():
-        return checkout
-    return None
-
-
-def shipped_traces_dir() -> Path:
-    """The reference traces installed with the package (read only)."""
-    return _PACKAGE / "_traces"
-
-
-def user_traces_dir() -> Path:
-    """The user's own traces when installed: under the platform's user data directory."""
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "traces"
-
-
-def default_traces_dir() -> Path:
-    """$IMDS_REPLAY_TRACES, else the checkout's traces/, else the user's data directory."""
-    env = os.environ.get(TRACES_ENV)
-    if env:
-        return Path(env)
-    return checkout_traces_dir() or user_traces_dir()
-
-
-def dataset_dirs(traces_dir: Path) -> list[Path]:
-    """The folders the dataset at traces_dir spans, the one written to first: the user's data
-    directory also reads the reference traces shipped with the package."""
-    shipped = shipped_traces_dir()
-    if traces_dir == user_traces_dir() and shipped.is_dir() and shipped != traces_dir:
-        return [traces_dir, shipped]
-    return [traces_dir]
-
-
-def location_of(path: Path) -> str:
-    """Where a trace file lives, for listings: shipped (with the package), user (the data
-    directory), checkout (its traces/), or dataset (--traces-dir, $IMDS_REPLAY_TRACES)."""
-    if path.is_relative_to(shipped_traces_dir()):
-        return "shipped"
-    if path.is_relative_to(user_traces_dir()):
-        return "user"
-    checkout = checkout_traces_dir()
-    if checkout is not None and path.is_relative_to(checkout):
-        return "checkout"
-    return "dataset"
-
-
-def check_name(name: str, what: str = "trace name") -> str:
-    """Return name if it is safe as a file or folder name, else raise ReplayError."""
-    if not NAME_RE.fullmatch(name) or name in {".", ".."}:
-        raise ReplayError(
-            f"{what} {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def scenario_of_file(path: Path) -> str:
-    """The scenario a trace file sits under, from its folder `scenario=<name>`."""
-    return path.parent.name.removeprefix("scenario=")
-
-
-def scenario_files(traces_dir: Path, scenario: str) -> list[Path]:
-    """The trace files in one scenario's folder, sorted (none when it has no folder)."""
-    folder = traces_dir / f"scenario={check_name(scenario, 'scenario')}"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
-
-
-def episode_files(traces_dir: Path, episode: str) -> list[Path]:
-    """The files of an ingested episode, whatever scenario it was labelled (`*-<episode>`)."""
-    return sorted(traces_dir.glob(f"scenario=*/*-{check_name(episode, 'episode')}.parquet"))
-
-
-def trace_path(traces_dir: Path, scenario: str, name: str) -> Path:
-    """Where a trace (or bundle) of this scenario and name lives."""
-    return (
-        traces_dir / f"scenario={check_name(scenario, 'scenario')}" / f"{check_name(name)}.parquet"
-    )
+from replay.store.layout import check_name, dataset_dirs, trace_files, trace_path
+from replay.store.schema import SCHEMA, bundle_table, to_table
 
 
 def write_trace(trace: Trace, traces_dir: Path) -> Path:
@@ -193,23 +96,10 @@ def write_bundle(traces: Sequence[Trace], traces_dir: Path, name: str) -> Path:
     return path
 
 
-def trace_files(traces_dir: Path) -> list[Path]:
-    """Every trace file in the dataset (all its dataset_dirs), sorted per folder, the written
-    folder first; temporary files are never listed."""
-    return [
-        p
-        for root in dataset_dirs(traces_dir)
-        if root.is_dir()
-        for p in sorted(root.glob("scenario=*/*.parquet"))
-        if not p.name.startswith(".")
-    ]
-
-
-def _load(path: Path, validate_all: bool) -> list[TraceInfo | BadFile]:
+def _checked(path: Path) -> list[TraceInfo | BadFile]:
+    """A file's listing entries, each replaced by its BadFile when its trace does not validate."""
     try:
         infos = infos_of(path)
-        if not validate_all:
-            return list(infos)
         bad = {e.trace: e for e in read_entries(path) if isinstance(e, BadFile)}
         if None in bad:
             return [bad[None]]
@@ -218,49 +108,16 @@ def _load(path: Path, validate_all: bool) -> list[TraceInfo | BadFile]:
         return [BadFile(path, str(exc))]
 
 
-@contextmanager
-def without_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: listings make 100,000s of objects and no cycles,
-    and the collector walking them all, again and again, would take most of the time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def scan(traces_dir: Path, *, validate_all: bool = True) -> tuple[list[TraceInfo], list[BadFile]]:
-    """List the dataset: good traces and bad files (each with its first problem).
+    """List the dataset: good traces and bad files (each with its first problem); without
+    validate_all from footers alone (footer.list_traces, which needs no pyarrow).
 
     A bad trace inside a bundle is reported alone (its BadFile names the trace) and a name seen
     a second time is reported as a duplicate; the first occurrence (in path order) stays listed.
     """
-    files = trace_files(traces_dir)
-    with without_gc(), ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
-        per_file = list(pool.map(lambda p: _load(p, validate_all), files))
-    good: list[TraceInfo] = []
-    bad: list[BadFile] = []
-    first: dict[str, Path] = {}
-    for results in per_file:
-        names = {r.name: r.path for r in results if isinstance(r, TraceInfo)}
-        if len(names) == len(results) and first.keys().isdisjoint(names):
-            first.update(names)  # the common case, a whole file at once
-            good.extend(results)  # type: ignore[arg-type]
-            continue
-        for r in results:
-            if isinstance(r, BadFile):
-                bad.append(r)
-            elif r.name in first:
-                dup = f"{r.path}: trace {r.name!r} is also in {first[r.name]}; trace names are "
-                bad.append(
-                    BadFile(r.path, f"{dup}unique in the dataset (delete or rename one)", r.name)
-                )
-            else:
-                first[r.name] = r.path
-                good.append(r)
-    return good, bad
+    if not validate_all:
+        return list_traces(traces_dir)
+    return collate(trace_files(traces_dir), _checked)
 
 
 def _is_path(name_or_path: str) -> bool:

@@ -1,4 +1,5 @@
-"""One trace file: reading it (footer alone, or whole and validated) and writing it atomically."""
+"""One trace file: reading it whole and validated (its footer alone is `footer`'s), and writing
+it atomically."""
 
 from __future__ import annotations
 
@@ -7,45 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.core.timeline import Trace, validate
-from replay.errors import InvalidTraceError, ReplayError
-from replay.store.schema import (
-    INDEX_KEYS,
-    META_INDEX,
-    META_TRACES,
-    SCHEMA,
-    BadFile,
-    TraceInfo,
-    check_footer,
-    entries_of,
-    several_error,
-    trace_from_columns,
-)
-
-
-def _footer(path: Path) -> Any:
-    try:
-        return pq.read_metadata(path).metadata
-    except (OSError, pa.ArrowException) as exc:
-        raise InvalidTraceError(f"{path}: cannot read Parquet: {exc}") from exc
-
-
-def footer_of(path: Path) -> tuple[list[Any], bool]:
-    """A file's provenance objects and whether it is a bundle, from the footer alone."""
-    return entries_of(path, _footer(path))
-
-
-def peek(path: Path) -> tuple[list[str], bool] | None:
-    """The trace names a file lists and whether it is a bundle; None if unreadable."""
-    try:
-        entries, bundle = footer_of(path)
-    except ReplayError:
-        return None
-    return [str(m.get("name")) for m in entries], bundle
+from replay.errors import InvalidTraceError
+from replay.store.footer import META_TRACES, BadFile, entries_of, several_error
+from replay.store.schema import SCHEMA, trace_from_columns
 
 
 def _checked(path: Path, meta: Any, columns: list[Any], name: str | None) -> Trace | BadFile:
@@ -129,12 +98,6 @@ def read_file(path: Path) -> list[Trace]:
     return traces
 
 
-def is_bundle(path: Path) -> bool | None:
-    """Whether an existing file is a bundle (None: missing or not a readable trace file)."""
-    peeked = peek(path) if path.exists() else None
-    return None if peeked is None else peeked[1]
-
-
 def write_atomic(path: Path, write: Any) -> None:
     """Call write(tmp_path) for a temporary file beside path, then rename it into place."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -154,51 +117,3 @@ def write_atomic(path: Path, write: Any) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def infos_of(path: Path) -> list[TraceInfo]:
-    """One listing entry per trace of a file, from its footer alone (no data pages read); a
-    bundle's index when it has one (its provenance objects are far larger)."""
-    metadata = check_footer(path, _footer(path))
-    if META_INDEX in metadata and META_TRACES in metadata:
-        try:
-            return infos_from_index(path, orjson.loads(metadata[META_INDEX]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InvalidTraceError(f"{path}: malformed trace index: {exc}") from exc
-    entries, bundle = entries_of(path, metadata)
-    try:
-        return [
-            TraceInfo(
-                name=meta["name"],
-                scenario=meta["scenario"],
-                origin=meta["origin"],
-                events=int(meta["summary"]["events"]),
-                documents=int(meta["summary"]["documents"]),
-                duration_s=float(meta["summary"]["duration_s"]),
-                path=path,
-                bundle=bundle,
-            )
-            for meta in entries
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidTraceError(f"{path}: malformed trace metadata: {exc}") from exc
-
-
-def infos_from_index(path: Path, index: Any) -> list[TraceInfo]:
-    """Listing entries from a bundle's index."""
-    columns = [index[key] for key in INDEX_KEYS]
-    if len({len(c) for c in columns}) != 1:
-        raise ValueError("index columns differ in length")
-    scenario = str(index["scenario"])
-    return [
-        TraceInfo(str(n), scenario, str(o), int(e), int(d), float(s), path, True)
-        for n, o, e, d, s in zip(*columns, strict=True)
-    ]
-
-
-def info_of(path: Path) -> TraceInfo:
-    """A listing entry for a single-trace file from its footer alone (no data pages read)."""
-    infos = infos_of(path)
-    if len(infos) != 1:
-        raise several_error(path, [i.name for i in infos])
-    return infos[0]

@@ -11,9 +11,10 @@ from pathlib import Path
 from replay.core.fleet import FleetTrace
 from replay.core.timeline import Trace
 from replay.errors import ReplayError, TraceNotFoundError
-from replay.store.dataset import NAME_RE, check_name, load_trace
+from replay.store.dataset import load_trace
 from replay.store.files import read_entries
-from replay.store.schema import BadFile
+from replay.store.footer import BadFile
+from replay.store.layout import NAME_RE, check_name
 
 
 def load_fleet_trace(traces_dir: Path, name: str) -> FleetTrace:

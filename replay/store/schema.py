@@ -1,4 +1,5 @@
-"""The trace file format: the Parquet schema, its footer metadata, and tables of traces.
+"""The trace file format: the Parquet schema and tables of traces (the footer's keys and what
+listings read of them are `footer`'s).
 
 A file holds one row per event per document (an empty document is one row with null event
 columns), the raw document for lossless round trips, typed columns for analysis, and
@@ -10,35 +11,22 @@ grouped by trace, and a list of provenance objects in row order under `imds_repl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
 from replay.core.timeline import Approval, Snapshot, Trace, parse_rfc1123
-from replay.errors import FormatVersionError, InvalidTraceError, ReplayError
-
-FORMAT_VERSION = 1
-
-
-META_VERSION = b"imds_replay.format_version"
-
-
-META_TRACE = b"imds_replay.trace"
-
-
-META_TRACES = b"imds_replay.traces"
-
-
-META_INDEX = b"imds_replay.index"
-"""In a bundle: what listings show of its traces (its scenario, then one list per key of
-INDEX_KEYS, in row order), read without the far larger provenance objects."""
-
-INDEX_KEYS = ("name", "origin", "events", "documents", "duration_s")
-
+from replay.errors import InvalidTraceError
+from replay.store.footer import (
+    FORMAT_VERSION,
+    INDEX_KEYS,
+    META_INDEX,
+    META_TRACE,
+    META_TRACES,
+    META_VERSION,
+)
 
 _FIELDS: list[pa.Field[Any]] = [
     pa.field("trace", pa.string(), nullable=False),
@@ -66,43 +54,6 @@ SCHEMA = pa.schema(_FIELDS)
 
 
 _COLUMNS = tuple(SCHEMA.names)
-
-
-@dataclass(slots=True)
-class TraceInfo:
-    """What a listing shows of one stored trace (not frozen: listings build 100,000s of them,
-    and a frozen dataclass takes three times as long to make)."""
-
-    name: str
-    scenario: str
-    origin: str
-    events: int
-    documents: int
-    duration_s: float
-    path: Path
-    bundle: bool = False
-    """True when path is a bundle holding several traces: load this one by name."""
-
-    def summary(self) -> dict[str, Any]:
-        """The listing as JSON values (no file path: the control API does not expose it)."""
-        return {
-            "name": self.name,
-            "scenario": self.scenario,
-            "origin": self.origin,
-            "events": self.events,
-            "documents": self.documents,
-            "duration_s": self.duration_s,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class BadFile:
-    """A trace file (or one trace inside a bundle) that failed to load, and its first problem."""
-
-    path: Path
-    problem: str
-    trace: str | None = None
-    """The trace's name when only that trace of a bundle is bad."""
 
 
 def _dumps(value: Any) -> str:
@@ -186,48 +137,6 @@ def _provenance(trace: Trace) -> dict[str, Any]:
             "duration_s": trace.duration_s,
         },
     }
-
-
-def check_footer(path: Path, metadata: Mapping[bytes, bytes] | None) -> Mapping[bytes, bytes]:
-    """The footer's metadata, if it marks a trace file in a format this build reads; else raise."""
-    metadata = metadata or {}
-    if META_VERSION not in metadata or not (META_TRACE in metadata or META_TRACES in metadata):
-        raise InvalidTraceError(f"{path}: not an imds-replay trace (no {META_VERSION.decode()})")
-    try:
-        version = int(metadata[META_VERSION])
-    except ValueError as exc:
-        raise InvalidTraceError(f"{path}: unreadable format_version") from exc
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path}: written in trace format {version}; this build of imds-replay reads "
-            f"format {FORMAT_VERSION} and older (upgrade imds-replay)"
-        )
-    return metadata
-
-
-def entries_of(path: Path, metadata: Mapping[bytes, bytes] | None) -> tuple[list[Any], bool]:
-    """The file's provenance objects in row order, and whether it is a bundle."""
-    metadata = check_footer(path, metadata)
-    try:
-        if META_TRACES in metadata:
-            entries = orjson.loads(metadata[META_TRACES])
-            if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
-                raise InvalidTraceError(f"{path}: {META_TRACES.decode()} must be a list of objects")
-            return entries, True
-        meta = orjson.loads(metadata[META_TRACE])
-    except orjson.JSONDecodeError as exc:
-        raise InvalidTraceError(f"{path}: malformed trace metadata: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise InvalidTraceError(f"{path}: {META_TRACE.decode()} must be a JSON object")
-    return [meta], False
-
-
-def several_error(path: Path, names: Sequence[Any]) -> ReplayError:
-    shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
-    return ReplayError(
-        f"{path}: a bundle of {len(names)} traces ({shown}); load one by name "
-        "(imds-replay traces lists them)"
-    )
 
 
 def trace_from_columns(

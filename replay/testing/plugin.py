@@ -24,7 +24,7 @@ from replay.clock import SystemClock
 from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import IDLE_TRACE, SessionOptions
 from replay.server.app import make_app
-from replay.store.dataset import default_traces_dir
+from replay.store.layout import default_traces_dir
 from replay.testing.client import ReplayClient
 from replay.testing.fleet import FleetClient, FleetSource, FleetVm
 from replay.testing.report import Expectation, RunReport

@@ -30,7 +30,7 @@ from replay.playback.anchor import Start, State
 from replay.playback.registry import DEFAULT, SessionRegistry
 from replay.playback.session import Session, SessionOptions
 from replay.server.vm import make_vm_app
-from replay.store.dataset import default_traces_dir
+from replay.store.layout import default_traces_dir
 from replay.testing.report import Expectation, RunReport, Tally, build_report
 from replay.testing.sandbox import Sandbox, StdIO, check_command
 
