@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ def test_traces_json_lists_the_nine_scenarios(traces_dir: Path) -> None:
         4,
         "reference",
     )
+
+
+@pytest.mark.parametrize("args", [[], ["--check"], ["--where"], ["--format", "json"]])
+def test_traces_gives_the_garbage_collector_back(traces_dir: Path, args: list[str]) -> None:
+    """The listing pauses the collector; a caller in the same process gets it back."""
+    assert gc.isenabled()
+    result = runner.invoke(app, ["traces", "--traces-dir", str(traces_dir), *args])
+    assert result.exit_code == 0, result.output
+    assert gc.isenabled()
 
 
 def test_traces_reads_the_environment_variable(traces_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,12 +43,15 @@ def traces(
 
     Example: imds-replay traces --format json
     """
-    import gc
+    from replay.store.footer import without_gc
 
+    with without_gc():  # the listing makes no cycles; collecting would walk every row
+        _list(resolve_dir(traces_dir), check=check, where=where, format=format)
+
+
+def _list(directory: Path, *, check: bool, where: bool, format: Format) -> None:
     from replay.store.layout import dataset_dirs, location_of
 
-    gc.disable()  # the listing makes no cycles; collecting would walk every row for nothing
-    directory = resolve_dir(traces_dir)
     if where:
         dirs = [
             {
