@@ -38,6 +38,7 @@ approval check, and the goals: client p99 <= 10 ms, 0 errors, RSS <= 400 MB, 0 l
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import logging
@@ -122,6 +123,8 @@ def serve(args: argparse.Namespace) -> None:
         host = fleet_host_for(Path(args.serve), traces, clock, plays, not_for_fleets=[])
         app = make_app(registry, clock=clock, fleet_host=host)
     app.on_startup.append(signals)
+    gc.collect()  # as `imds-replay serve` does: what start-up made stays out of the collector's way
+    gc.freeze()
     web.run_app(
         app,
         host="127.0.0.1",
@@ -357,6 +360,7 @@ def summarize(
         "server_cpu_us_per_request": 1e6 * server_cpu_s / max(1, server.get("count") or 0),
         "generator_cpu_s": [round(r.cpu_s, 1) for r in records],
         "rss_mb": {"start": rss_start, "end": rss, "peak": hwm},
+        "slow_seconds": slow_seconds(records),
     }
     if probe is not None:
         g, leader, event_id, done = probe
@@ -383,6 +387,26 @@ def summarize(
     return result
 
 
+def slow_seconds(records: list[Record], worst: int = 3) -> dict[str, Any]:
+    """When the slow answers came: each second of the window by its p99 (so a few stalls
+    can be told from a server that is slow throughout)."""
+    by_second: dict[int, list[float]] = {}
+    sent = [t for r in records for t in r.sent_at]
+    if not sent:
+        return {"over_10_ms": 0, "seconds": 0, "worst": []}
+    start = min(sent)
+    for r in records:
+        for t, latency in zip(r.sent_at, r.latency_s, strict=True):
+            by_second.setdefault(int(t - start), []).append(latency)
+    p99s = {second: pct(sorted(v), 99) * 1000 for second, v in by_second.items()}
+    ranked = sorted(p99s.items(), key=lambda item: -item[1])
+    return {
+        "over_10_ms": sum(1 for v in p99s.values() if v > 10),
+        "seconds": len(p99s),
+        "worst": [{"second": second, "p99_ms": round(v, 1)} for second, v in ranked[:worst]],
+    }
+
+
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     c, s, a = result["client_ms"], result["server_ms"], result.get("approval")
     kind = "today's single-session server" if args.baseline else "fleet"
@@ -406,6 +430,12 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"server  p50 {s.get('p50', 0):.3f} ms  p99 {s.get('p99', 0):.3f} ms  "
         f"max {s.get('max', 0):.1f} ms  ({result['server_requests']} requests, "
         f"CPU {result['server_cpu_pct']:.0f} %, {result['server_cpu_us_per_request']:.0f} us each)"
+    )
+    slow = result["slow_seconds"]
+    worst = ", ".join(f"t={w['second']} s: {w['p99_ms']:.1f} ms" for w in slow["worst"])
+    print(
+        f"seconds with client p99 > 10 ms: {slow['over_10_ms']} of {slow['seconds']}"
+        f" (worst {worst})"
     )
     rss = result["rss_mb"]
     print(
