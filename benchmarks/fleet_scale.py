@@ -77,6 +77,7 @@ def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
     from aiohttp.abc import AbstractAccessLogger
 
+    from replay.cli.common import settle_collector
     from replay.cli.fleet import fleet_host_for
     from replay.clock import SystemClock
     from replay.playback.anchor import Start
@@ -123,8 +124,8 @@ def serve(args: argparse.Namespace) -> None:
         host = fleet_host_for(Path(args.serve), traces, clock, plays, not_for_fleets=[])
         app = make_app(registry, clock=clock, fleet_host=host)
     app.on_startup.append(signals)
-    gc.collect()  # as `imds-replay serve` does: what start-up made stays out of the collector's way
-    gc.freeze()
+    gc.collect()  # as `imds-replay serve` does
+    settle_collector()
     web.run_app(
         app,
         host="127.0.0.1",

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from replay.cli import app
-from replay.cli.common import plain_table
+from replay.cli.common import SERVER_GC_THRESHOLD, plain_table, settle_collector
 from replay.core.speed import parse_speed
 from replay.errors import SpeedError
 
@@ -145,3 +145,14 @@ def test_a_plain_table_aligns_each_column_to_its_widest_cell() -> None:
         "b          7",
     ]
     assert plain_table(["name", "x_s"], []) == "name  x_s"
+
+
+def test_a_serving_process_freezes_start_up_and_collects_the_young_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_collector()
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's sight
+        assert gc.get_threshold() == (SERVER_GC_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -27,6 +27,7 @@ from replay.cli.common import (
     err,
     options_from_env,
     resolve_dir,
+    settle_collector,
     user_errors,
     vm_names,
 )
@@ -221,9 +222,9 @@ async def _serve_and_run(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, interrupted.set)
-        # Start-up is over (run paused the collector for it): what it made lasts as long as the
-        # run, so it goes out of the collector's sight, as in serve, and collecting resumes.
-        gc.freeze()
+        # Start-up is over (run paused the collector for it): what it made goes out of the
+        # collector's sight, as in serve, and collecting resumes.
+        settle_collector()
         if collect:
             gc.enable()
 
