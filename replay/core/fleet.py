@@ -169,6 +169,16 @@ def _entry(source: str, table: str, index: int, raw: Mapping[str, Any]) -> str:
     return f"{source}: [[{table}]] {index + 1}{named}"
 
 
+def _name(where: str, raw: Mapping[str, Any]) -> str:
+    """An entry's `name`: what Resources and the control API call it."""
+    name: str = _field(where, raw, "name", str)
+    if not VM_NAME_RE.fullmatch(name):
+        raise FleetFileError(
+            f"{where}, field 'name': {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
 def _field(where: str, raw: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
     """A field of an entry, checked against its type; default None means required."""
     if key not in raw:
@@ -220,11 +230,7 @@ def parse_fleet(
     for i, raw in enumerate(_tables(data, source, "group")):
         where = _entry(source, "group", i, raw)
         _check_keys(where, "group", raw, GROUP_KEYS)
-        name = _field(where, raw, "name", str)
-        if not VM_NAME_RE.fullmatch(name):
-            raise FleetFileError(
-                f"{where}, field 'name': {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
-            )
+        name = _name(where, raw)
         if name in groups:
             raise FleetFileError(f"{where}, field 'name': group {name!r} is already defined")
         trace = _field(where, raw, "trace", str)
@@ -248,11 +254,7 @@ def parse_fleet(
     for i, raw in enumerate(_tables(data, source, "vm")):
         where = _entry(source, "vm", i, raw)
         _check_keys(where, "vm", raw, VM_KEYS)
-        name = _field(where, raw, "name", str)
-        if not VM_NAME_RE.fullmatch(name):
-            raise FleetFileError(
-                f"{where}, field 'name': {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
-            )
+        name = _name(where, raw)
         if name in names:
             raise FleetFileError(
                 f"{where}, field 'name': duplicate; [[vm]] {names[name] + 1} is also {name!r}"

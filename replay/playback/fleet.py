@@ -27,7 +27,7 @@ from replay.playback.anchor import Start, State
 from replay.playback.anchored import Anchored
 from replay.playback.fleet_members import NO_GROUP, GroupReplay, Listener, Timeline, VmReplay
 from replay.playback.rounds import RoundOptions, ScheduleCache
-from replay.playback.session import APPROVALS_KEPT, Served
+from replay.playback.session import APPROVALS_KEPT, Served, this_round
 from replay.playback.ticker import Pushed, Ticker, log_line, push_message
 
 
@@ -150,12 +150,10 @@ class Fleet(Anchored):
         sched = timeline.schedule(rnd)
         index = sched.index_at(off)
         key = (rnd, index, version)
-        served = timeline.rendered.get(key)
-        if served is None:
-            if timeline.rendered and next(iter(timeline.rendered))[0] != rnd:
-                timeline.rendered.clear()
-            served = self._render(timeline, rnd, sched.transitions[index], version)
-            timeline.rendered[key] = served
+        transition = sched.transitions[index]
+        served = this_round(
+            timeline.rendered, key, self._render, timeline, rnd, transition, version
+        )
         return served, rnd, index
 
     def current(self, vm: VmReplay, version: str) -> Served:

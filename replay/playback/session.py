@@ -49,6 +49,22 @@ class Served:
     incarnation: int
 
 
+def this_round(
+    cache: dict[tuple[int, int, str], Served],
+    key: tuple[int, int, str],
+    render: Callable[..., Served],
+    *args: object,
+) -> Served:
+    """The document cached under (round, transition index, api-version), rendered on a miss;
+    a new round drops the previous round's documents."""
+    served = cache.get(key)
+    if served is None:
+        if cache and next(iter(cache))[0] != key[0]:
+            cache.clear()
+        served = cache[key] = render(*args)
+    return served
+
+
 @dataclass
 class SessionOptions:
     speed: float = 1.0
@@ -196,13 +212,8 @@ class Session(Anchored):
         sched = self.schedule(rnd)
         index = sched.index_at(off)
         key = (rnd, index, version)
-        served = self._cache.get(key)
-        if served is None:
-            if self._cache and next(iter(self._cache))[0] != rnd:
-                self._cache.clear()
-            served = self._render(rnd, sched.transitions[index], version)
-            self._cache[key] = served
-        return served, rnd, index
+        transition = sched.transitions[index]
+        return this_round(self._cache, key, self._render, rnd, transition, version), rnd, index
 
     def _current_until(self, rnd: int, index: int) -> float:
         """Monotonic instant at which transition index of round rnd stops being current."""
